@@ -1,0 +1,41 @@
+# The two commands of the README live here: `make report` and `make test`.
+# Each creates the virtual environment idempotently. torch 2.13.0 is installed
+# before anything else so that no multi-GB CUDA build is pulled on a CPU machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mvbook-installed
+PROFILE ?= quick
+JOBS ?= 2
+
+.PHONY: env report test smoke lint bench clean-venv
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade-strategy only-if-needed "torch==2.13.0"
+	$(PY) -m pip install --quiet --upgrade-strategy only-if-needed -e ".[test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+# The main job: the whole book in its quick profile on the studio, into reports/<UTC time>-quick/.
+report: $(STAMP)
+	$(VENV)/bin/mvbook report --profile $(PROFILE)
+
+# The tests: library tests plus every notebook under nbval in the `smoke` profile.
+# pytest's exit code 5 ("no tests collected") means the suite is broken: it fails loudly.
+test: $(STAMP)
+	MVBOOK_PROFILE=smoke $(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax \
+		--nbval-sanitize-with configs/nbval_sanitize.cfg --nbval-kernel-name python3 \
+		--nbval-cell-timeout 600 tests notebooks; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test suite is broken" >&2; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check mvbook tests bench data_scripts
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)
