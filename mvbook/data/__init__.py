@@ -1,0 +1,56 @@
+"""Multiview datasets: the common on-disk sample format, its reader, and converters.
+
+``mvbook.data.format`` defines the format (:data:`SAMPLE_KEYS`), the streaming
+:class:`DatasetWriter`, the torch :class:`MultiviewDataset`, :func:`collate_samples` and
+:func:`verify_dataset`. Converters for Human3.6M, MPI-INF-3DHP, CMU Panoptic, Shelf and Campus
+live in ``mvbook.data.<dataset>`` and are driven by ``mvbook data fetch|convert|check`` or the
+scripts in ``data_scripts/`` (see docs/datasets.md).
+"""
+
+from __future__ import annotations
+
+from mvbook.data.format import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_KEYS,
+    OPTIONAL_KEYS,
+    REQUIRED_KEYS,
+    SAMPLE_KEYS,
+    DatasetFormatError,
+    DatasetWriter,
+    KeySpec,
+    MultiviewDataset,
+    VerifyReport,
+    bbox_from_joints2d,
+    collate_samples,
+    complete_annotations,
+    project_points_np,
+    read_manifest,
+    resize_intrinsics,
+    sample_cameras,
+    verify_dataset,
+    write_dataset,
+)
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "META_KEYS",
+    "OPTIONAL_KEYS",
+    "REQUIRED_KEYS",
+    "SAMPLE_KEYS",
+    "DatasetFormatError",
+    "DatasetWriter",
+    "KeySpec",
+    "MultiviewDataset",
+    "VerifyReport",
+    "bbox_from_joints2d",
+    "collate_samples",
+    "complete_annotations",
+    "project_points_np",
+    "read_manifest",
+    "resize_intrinsics",
+    "sample_cameras",
+    "verify_dataset",
+    "write_dataset",
+]

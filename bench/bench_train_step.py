@@ -1,0 +1,126 @@
+"""Training-step throughput of the chapter-10/11 model sizes through ``mvbook.train.train``.
+
+Prints images per second (one image = one view crop through the backbone, forward + backward +
+optimizer step) on the CPU, and on CUDA when present, and appends the CPU lines to
+bench/RESULTS.md. Usage: ``.venv/bin/python bench/bench_train_step.py [--steps N] [--no-append]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mvbook.methods import weak25d as W
+from mvbook.nn.backbones import BackboneConfig, SimpleBaseline
+from mvbook.train import TrainConfig, train
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+J = 17
+
+
+def _images(n: int, size: int) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8)
+
+
+def case_backbone(size: int, cfg: BackboneConfig, batch: int):
+    """Chapter 10 style: a SimpleBaseline trained with a heatmap MSE loss (per-view crops)."""
+    model = SimpleBaseline(J, cfg)
+    h = size // cfg.output_stride
+    data = [{"images": _images(batch, size), "target": torch.rand(batch, J, h, h)}]
+
+    def loss_fn(m, b):
+        x = W.normalize_images(b["images"])
+        return F.mse_loss(m(x).heatmaps.float(), b["target"]), {}
+
+    return model, loss_fn, data, batch
+
+
+def case_weak(mode: str, cfg: W.Weak25DConfig, batch_2d: int, batch_mv: int, views: int = 4):
+    """Chapter 11: the 2.5D network with the 2D-only / weak / full loss."""
+    model = W.Weak25DNet(J, cfg)
+    S, h = cfg.crop_size, cfg.heatmap_size
+    n = 4 * batch_2d
+    K = torch.tensor([[h * 1.5, 0.0, h / 2 - 0.5], [0.0, h * 1.5, h / 2 - 0.5], [0, 0, 1]])
+    g = torch.Generator().manual_seed(0)
+    joints = torch.randn(n, J, 3, generator=g) * 0.3 + torch.tensor([0.0, 0.0, 5.0])
+    joints[:, 8] = joints[:, 0] + torch.tensor([0.0, -1.0, 0.0])
+    uv, zr = W.pose_to_25d(joints, K.expand(n, 3, 3))
+    img = W.ImageSet(_images(n, S), uv, torch.ones(n, J, dtype=torch.bool), K.expand(n, 3, 3),
+                     joints, zr, torch.ones(n), ["S1"] * n)
+    mv = W.MultiviewSet(_images(n, S)[:, None].expand(n, views, 3, S, S).contiguous(),
+                        K.expand(n, views, 3, 3), uv[:, None].expand(n, views, J, 2),
+                        torch.ones(n, views, J, dtype=torch.bool), zr[:, None].expand(n, views, J),
+                        joints[:, None].expand(n, views, J, 3))
+    data = W.WeakBatches(img, mv if mode != "2d" else None, batch_2d, batch_mv)
+    prior = W.bone_ratio_prior(joints)
+    per_step = batch_2d + (batch_mv * views if mode != "2d" else 0)
+    return model, W.make_loss(mode, cfg, prior), data, per_step
+
+
+def measure(name: str, case, device: str, steps: int, amp: str = "auto") -> str:
+    model, loss_fn, data, per_step = case
+    warm = TrainConfig(steps=2, device=device, progress=False, amp=amp, log_every=1)
+    train(model, loss_fn, data, warm)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    hist = train(model, loss_fn, data, TrainConfig(steps=steps, device=device, progress=False,
+                                                   amp=amp, log_every=steps, seed=1))
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    rate = steps * per_step / dt
+    line = (f"| {name} | {hist.device} | {hist.amp} | {per_step} | {steps} | "
+            f"{dt / steps * 1e3:.0f} | {rate:.1f} |")
+    print(line, flush=True)
+    return line
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--no-append", action="store_true")
+    args = parser.parse_args()
+    small = BackboneConfig(width=16, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
+                           deconv_channels=32)
+    big = BackboneConfig(width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
+                         deconv_channels=128)
+    quick = W.Weak25DConfig()
+    full = W.Weak25DConfig(crop_size=128, backbone=big)
+    cases = [
+        ("ch10 backbone quick (64 px, width 16), batch 16", lambda: case_backbone(64, small, 16)),
+        ("ch11 2.5D 2d-only quick (64 px), 16 img", lambda: case_weak("2d", quick, 16, 4)),
+        ("ch11 2.5D weak quick (64 px), 16 img + 4x4 views", lambda: case_weak("weak", quick, 16, 4)),
+        ("ch11 2.5D full quick (64 px), 16 img + 4x4 views", lambda: case_weak("full", quick, 16, 4)),
+        ("ch11 2.5D weak full-size (128 px, width 64), 16 img + 4x4 views",
+         lambda: case_weak("weak", full, 16, 4)),
+    ]
+    header = ("| case | device | amp | images/step | steps | ms/step | images/s |\n"
+              "|---|---|---|---|---|---|---|")
+    print(header)
+    cpu_lines = []
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    for name, make in cases:
+        torch.manual_seed(0)
+        cpu_lines.append(measure(name, make(), "cpu", args.steps))
+    if torch.cuda.is_available():
+        for name, make in cases:
+            torch.manual_seed(0)
+            measure(name, make(), "cuda", max(args.steps, 20))
+    if not args.no_append:
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        with RESULTS.open("a") as fh:
+            fh.write(f"\n## bench_train_step.py ({stamp}, {platform.processor() or platform.machine()}, "
+                     f"torch {torch.__version__}, {torch.get_num_threads()} threads)\n\n")
+            fh.write(header + "\n" + "\n".join(cpu_lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1045 @@
+"""The common on-disk format for synchronized multiview samples.
+
+One *sample* is one synchronized multiview frame: the images of ``C`` calibrated views, the
+cameras, and the 3D and 2D joints of ``P`` persons (``P = 1`` for single-person data; padded
+persons have ``person_valid`` False and zeros everywhere else). :data:`SAMPLE_KEYS` documents every
+key with its shape, dtype and units.
+
+On disk a dataset is a folder::
+
+    manifest.json        format name and version, dataset name, skeleton, joint names, units,
+                         camera names, sizes, vocabularies of the string ids, splits, and one
+                         entry per array (file, shape, dtype, sha256), provenance
+    images.npy           (N, C, 3, H, W) uint8      one memory-mappable .npy per key, leading dim N
+    K.npy, R.npy, ...    (N, C, 3, 3) float32 ...
+    subject.npy          (N,) int32 ids into manifest["vocab"]["subject"] (same for action,
+                         sequence, split); frame.npy (N,) int64
+    background.npy       (C, 3, H, W) uint8 (optional, stored once: static per camera)
+
+All views are resized to one ``(H, W)`` with ``K`` updated. Folders are written atomically by
+:class:`DatasetWriter`: arrays are preallocated as ``.npy`` memmaps in a hidden temporary folder
+next to the target, samples are written by index (an interrupted conversion resumes where it
+stopped), and :meth:`DatasetWriter.close` writes ``manifest.json`` last and renames the folder into
+place. An existing folder is never overwritten unless ``overwrite=True``.
+
+Conventions (DESIGN.md): millimetres, world z up; ``x_cam = R @ X + t``; pixel ``(u, v)`` with
+``(0, 0)`` the centre of the top-left pixel; image sizes are ``(width, height)``; distortion
+coefficients are ``(k1, k2, p1, p2, k3)`` of the OpenCV model.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT_NAME = "mvbook-multiview"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PARTIAL_SUFFIX = ".partial"
+_STATE = "_writer_state.json"
+_WRITTEN = "_written.npy"
+_STR_WIDTH = 64  # max characters of subject/action/sequence/split strings while writing
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """Specification of one sample key.
+
+    ``shape`` names the per-sample dimensions (symbols ``C`` views, ``P`` persons, ``J`` joints,
+    ``H``/``W`` image height/width; integers are fixed sizes); on disk the array has an extra
+    leading dimension ``N`` (unless ``static``: stored once for the whole dataset).
+    """
+
+    shape: tuple[str | int, ...]
+    dtype: str
+    units: str
+    description: str
+    required: bool = True
+    static: bool = False
+
+
+SAMPLE_KEYS: dict[str, KeySpec] = {
+    "images": KeySpec(("C", 3, "H", "W"), "uint8", "0..255", "RGB images, one per view"),
+    "K": KeySpec(("C", 3, 3), "float32", "px", "intrinsics of the resized images"),
+    "R": KeySpec(("C", 3, 3), "float32", "", "world-to-camera rotation, x_cam = R @ X + t"),
+    "t": KeySpec(("C", 3), "float32", "mm", "world-to-camera translation"),
+    "dist": KeySpec(("C", 5), "float32", "", "distortion (k1, k2, p1, p2, k3), zeros if none"),
+    "image_size": KeySpec(("C", 2), "int64", "px", "(width, height) of each view"),
+    "joints3d": KeySpec(("P", "J", 3), "float32", "mm", "3D joints, world frame, z up"),
+    "person_valid": KeySpec(("P",), "bool", "", "True for real persons, False for padding"),
+    "joints2d": KeySpec(
+        ("C", "P", "J", 2), "float32", "px", "joints3d projected into each (distorted) image"
+    ),
+    "visibility": KeySpec(
+        ("C", "P", "J"), "bool", "", "joint valid, in front of the camera and inside the image"
+    ),
+    "bbox": KeySpec(("C", "P", 4), "float32", "px", "person box (x0, y0, x1, y1) per view"),
+    # optional
+    "joints3d_valid": KeySpec(
+        ("P", "J"), "bool", "", "joint annotated (e.g. Panoptic confidence > 0.1)", False
+    ),
+    "masks": KeySpec(
+        ("C", "H", "W"), "uint8", "id", "instance ids: 0 background, p + 1 person p", False
+    ),
+    "depth": KeySpec(("C", "H", "W"), "float32", "mm", "camera depth, 0 = no surface", False),
+    "iuv": KeySpec(
+        ("C", 3, "H", "W"),
+        "float32",
+        "",
+        "dense surface coords: part index I (0 = bg), U, V",
+        False,
+    ),
+    "background": KeySpec(
+        ("C", 3, "H", "W"), "uint8", "0..255", "static background per camera", False, True
+    ),
+}
+"""The documented sample spec: key -> :class:`KeySpec` (shape, dtype, units, description)."""
+
+META_KEYS: dict[str, str] = {
+    "index": "int: position of the sample in its dataset folder",
+    "frame": "int: frame number in the source sequence",
+    "subject": "str: subject id (e.g. 'S1')",
+    "action": "str: action name ('' if none)",
+    "sequence": "str: sequence name",
+    "skeleton": "str: skeleton name of joints3d (see mvbook.skeletons)",
+}
+"""Metadata returned with every sample (not tensors)."""
+
+STRING_META = ("subject", "action", "sequence", "split")
+REQUIRED_KEYS = tuple(k for k, s in SAMPLE_KEYS.items() if s.required)
+OPTIONAL_KEYS = tuple(k for k, s in SAMPLE_KEYS.items() if not s.required)
+
+
+class DatasetFormatError(ValueError):
+    """A dataset folder is missing, incomplete or inconsistent."""
+
+
+# --------------------------------------------------------------------------------------------
+# small numpy helpers used by writers, converters and the verifier
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_shape(key: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
+    """Concrete per-sample shape of ``key`` given ``sizes`` (keys ``C, P, J, H, W``)."""
+    if key not in SAMPLE_KEYS:
+        raise KeyError(f"unknown sample key {key!r}; known: {sorted(SAMPLE_KEYS)}")
+    return tuple(sizes[d] if isinstance(d, str) else int(d) for d in SAMPLE_KEYS[key].shape)
+
+
+def project_points_np(
+    X: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, dist: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Project world points with the OpenCV model (numpy, float64).
+
+    Args:
+        X: ``(..., N, 3)`` world points, mm.
+        K, R: ``(..., 3, 3)``; t: ``(..., 3)`` mm; dist: ``(..., 5)`` (k1, k2, p1, p2, k3) or None.
+            Leading dims broadcast against those of ``X``.
+
+    Returns:
+        ``(uv (..., N, 2) px, depth (..., N) mm)``; points with depth <= 0 get NaN ``uv``.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    K = np.asarray(K, dtype=np.float64)
+    R = np.asarray(R, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    Xc = np.einsum("...ij,...nj->...ni", R, X) + t[..., None, :]
+    z = Xc[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = Xc[..., 0] / z
+        y = Xc[..., 1] / z
+    if dist is not None:
+        d = np.asarray(dist, dtype=np.float64)
+        k1, k2, p1, p2, k3 = (d[..., i : i + 1] for i in range(5))
+        r2 = x * x + y * y
+        radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
+        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        x, y = xd, yd
+    u = K[..., 0, 0, None] * x + K[..., 0, 1, None] * y + K[..., 0, 2, None]
+    v = K[..., 1, 1, None] * y + K[..., 1, 2, None]
+    uv = np.stack([u, v], axis=-1)
+    uv[~(z > 0)] = np.nan
+    return uv, z
+
+
+def resize_intrinsics(
+    K: np.ndarray, old_size: Sequence[int], new_size: Sequence[int]
+) -> np.ndarray:
+    """``K`` of an image resized from ``old_size`` to ``new_size`` (both ``(W, H)``).
+
+    With pixel centres at integer coordinates, a scale ``s`` maps ``u -> (u + 0.5) s - 0.5``.
+    """
+    K = np.array(K, dtype=np.float64, copy=True)
+    sx = new_size[0] / old_size[0]
+    sy = new_size[1] / old_size[1]
+    K[..., 0, :] *= sx
+    K[..., 1, :] *= sy
+    K[..., 0, 2] += 0.5 * sx - 0.5
+    K[..., 1, 2] += 0.5 * sy - 0.5
+    return K
+
+
+def bbox_from_joints2d(
+    joints2d: np.ndarray,
+    mask: np.ndarray,
+    image_size: Sequence[int] | None = None,
+    margin: float = 0.15,
+) -> np.ndarray:
+    """Boxes ``(..., 4)`` (x0, y0, x1, y1) px around the masked joints, enlarged by ``margin``.
+
+    Args:
+        joints2d: ``(..., J, 2)`` px. mask: ``(..., J)`` bool (joints to use).
+        image_size: ``(W, H)`` to clip to, or None. Boxes with no masked joint are zeros.
+    """
+    j = np.asarray(joints2d, dtype=np.float64)
+    m = np.asarray(mask, dtype=bool) & np.isfinite(j).all(-1)
+    big = np.where(m[..., None], j, np.inf)
+    small = np.where(m[..., None], j, -np.inf)
+    lo = big.min(-2)
+    hi = small.max(-2)
+    any_ = m.any(-1)
+    size = np.where(any_[..., None], hi - lo, 0.0)
+    lo = lo - margin * size
+    hi = hi + margin * size
+    box = np.concatenate([lo, hi], -1)
+    if image_size is not None:
+        W, H = image_size
+        box[..., 0::2] = box[..., 0::2].clip(-0.5, W - 0.5)
+        box[..., 1::2] = box[..., 1::2].clip(-0.5, H - 0.5)
+    box[~any_] = 0.0
+    return box.astype(np.float32)
+
+
+def complete_annotations(
+    joints3d: np.ndarray,
+    person_valid: np.ndarray,
+    K: np.ndarray,
+    R: np.ndarray,
+    t: np.ndarray,
+    dist: np.ndarray,
+    image_size: Sequence[int],
+    joints3d_valid: np.ndarray | None = None,
+    margin: float = 0.15,
+) -> dict[str, np.ndarray]:
+    """Derive ``joints2d``, ``visibility`` and ``bbox`` of one sample from its 3D joints.
+
+    Args:
+        joints3d: ``(P, J, 3)`` mm; person_valid: ``(P,)``; K, R: ``(C, 3, 3)``; t: ``(C, 3)``;
+            dist: ``(C, 5)``; image_size ``(W, H)``; joints3d_valid ``(P, J)`` or None (all valid).
+
+    Returns:
+        dict with ``joints2d (C, P, J, 2)`` float32 (zeros for padded persons and joints behind
+        a camera), ``visibility (C, P, J)`` (valid, in front, inside the image) and
+        ``bbox (C, P, 4)``.
+    """
+    joints3d = np.asarray(joints3d, dtype=np.float64)
+    pv = np.asarray(person_valid, dtype=bool)
+    P, J, _ = joints3d.shape
+    jv = np.ones((P, J), bool) if joints3d_valid is None else np.asarray(joints3d_valid, bool)
+    jv = jv & pv[:, None]
+    X = joints3d.reshape(1, P * J, 3)
+    uv, z = project_points_np(X, K, R, t, dist)  # (C, P*J, 2)
+    C = uv.shape[0]
+    uv = uv.reshape(C, P, J, 2)
+    z = z.reshape(C, P, J)
+    W, H = image_size
+    inside = (
+        (z > 0)
+        & (uv[..., 0] >= -0.5)
+        & (uv[..., 0] <= W - 0.5)
+        & (uv[..., 1] >= -0.5)
+        & (uv[..., 1] <= H - 0.5)
+    )
+    vis = inside & jv[None]
+    keep = (z > 0) & pv[None, :, None]
+    joints2d = np.where(keep[..., None], np.nan_to_num(uv), 0.0).astype(np.float32)
+    bbox = bbox_from_joints2d(uv, vis, image_size, margin)
+    return {"joints2d": joints2d, "visibility": vis, "bbox": bbox}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _partial_dir(root: Path) -> Path:
+    return root.parent / f".{root.name}{PARTIAL_SUFFIX}"
+
+
+# --------------------------------------------------------------------------------------------
+# writer
+# --------------------------------------------------------------------------------------------
+
+
+class DatasetWriter:
+    """Stream samples into a new dataset folder (atomic, resumable).
+
+    Args:
+        root: the folder to create.
+        num_samples, num_views, num_persons, num_joints: ``N, C, P, J``.
+        image_size: ``(W, H)`` of every stored view.
+        skeleton: skeleton name of ``joints3d`` (``mvbook.skeletons``), e.g. ``"h36m17"``.
+        joint_names: ``J`` names (default: ``joint_0``...).
+        camera_names: ``C`` names (default ``"0".."C-1"``).
+        dataset: dataset name for the manifest.
+        optional_keys: optional per-sample keys to store (``masks``, ``depth``, ``iuv``,
+            ``joints3d_valid``); ``background`` is stored once with :meth:`set_static`.
+        splits: ``{split name: [subjects]}``, used by :class:`MultiviewDataset` when samples
+            carry no explicit ``split`` string.
+        provenance: free-form dict (source files, protocol, converter version...).
+        overwrite: replace an existing ``root`` (only after the new folder is complete).
+        resume: if a compatible partial folder of an interrupted run exists, continue it
+            (see :attr:`written`); an incompatible one is discarded and restarted.
+
+    Usage::
+
+        with DatasetWriter(root, num_samples=N, ...) as w:
+            for i in range(N):
+                if not w.written[i]:
+                    w.write(i, sample)      # dict of arrays/tensors + meta strings/ints
+
+    Leaving the ``with`` block normally calls :meth:`close`; an exception leaves the partial
+    folder in place so that the next run resumes.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        num_samples: int,
+        num_views: int,
+        num_persons: int,
+        num_joints: int,
+        image_size: Sequence[int],
+        skeleton: str,
+        joint_names: Sequence[str] | None = None,
+        camera_names: Sequence[str] | None = None,
+        dataset: str = "unnamed",
+        optional_keys: Iterable[str] = (),
+        splits: Mapping[str, Sequence[str]] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+        overwrite: bool = False,
+        resume: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        for name, v in (
+            ("num_samples", num_samples),
+            ("num_views", num_views),
+            ("num_persons", num_persons),
+            ("num_joints", num_joints),
+        ):
+            if not isinstance(v, (int, np.integer)) or int(v) < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        if len(image_size) != 2 or min(int(s) for s in image_size) < 1:
+            raise ValueError(f"image_size must be (width, height) > 0, got {image_size!r}")
+        optional_keys = tuple(optional_keys)
+        for k in optional_keys:
+            if k not in OPTIONAL_KEYS:
+                raise ValueError(f"optional_keys: {k!r} is not one of {OPTIONAL_KEYS}")
+        if (self.root / MANIFEST).exists() or (self.root.exists() and any(self.root.iterdir())):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{self.root} already exists; pass overwrite=True to replace it"
+                )
+        self.overwrite = overwrite
+        W, H = (int(s) for s in image_size)
+        self.sizes = {
+            "N": int(num_samples),
+            "C": int(num_views),
+            "P": int(num_persons),
+            "J": int(num_joints),
+            "H": H,
+            "W": W,
+        }
+        self.joint_names = (
+            list(joint_names)
+            if joint_names is not None
+            else [f"joint_{i}" for i in range(num_joints)]
+        )
+        if len(self.joint_names) != num_joints:
+            raise ValueError(
+                f"joint_names must have {num_joints} names, got {len(self.joint_names)}"
+            )
+        self.camera_names = (
+            [str(c) for c in camera_names]
+            if camera_names is not None
+            else [str(i) for i in range(num_views)]
+        )
+        if len(self.camera_names) != num_views:
+            raise ValueError(f"camera_names must have {num_views} names")
+        self.config = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "dataset": dataset,
+            "skeleton": skeleton,
+            "joint_names": self.joint_names,
+            "camera_names": self.camera_names,
+            "sizes": self.sizes,
+            "per_sample_keys": [k for k in SAMPLE_KEYS if SAMPLE_KEYS[k].required]
+            + [k for k in optional_keys if not SAMPLE_KEYS[k].static],
+            "static_keys": [k for k in optional_keys if SAMPLE_KEYS[k].static],
+            "splits": {k: list(v) for k, v in (splits or {}).items()},
+        }
+        self.provenance = dict(provenance or {})
+        self.tmp = _partial_dir(self.root)
+        self._closed = False
+        self._open(resume)
+
+    # -- setup ------------------------------------------------------------------------------
+    def _open(self, resume: bool) -> None:
+        state_path = self.tmp / _STATE
+        if self.tmp.exists():
+            ok = False
+            if resume and state_path.exists():
+                try:
+                    ok = json.loads(state_path.read_text())["config"] == json.loads(
+                        json.dumps(self.config)
+                    )
+                except (ValueError, KeyError):
+                    ok = False
+            if not ok:
+                shutil.rmtree(self.tmp)
+        mode = "r+" if self.tmp.exists() else "w+"
+        self.resumed = mode == "r+"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        N = self.sizes["N"]
+        self._arrays: dict[str, np.memmap] = {}
+        for key in self.config["per_sample_keys"]:
+            shape = (N, *resolve_shape(key, self.sizes))
+            self._arrays[key] = self._memmap(
+                f"{key}.npy", mode, np.dtype(SAMPLE_KEYS[key].dtype), shape
+            )
+        self._arrays["frame"] = self._memmap("frame.npy", mode, np.dtype(np.int64), (N,))
+        for key in STRING_META:
+            self._arrays[f"_{key}_str"] = self._memmap(
+                f"_{key}_str.npy", mode, np.dtype(f"<U{_STR_WIDTH}"), (N,)
+            )
+        self._static_set: dict[str, bool] = {}
+        for key in self.config["static_keys"]:
+            shape = resolve_shape(key, self.sizes)
+            self._arrays[key] = self._memmap(
+                f"{key}.npy", mode, np.dtype(SAMPLE_KEYS[key].dtype), shape
+            )
+        self.written = self._memmap(_WRITTEN, mode, np.dtype(bool), (N,))
+        if mode == "w+":
+            (self.tmp / _STATE).write_text(json.dumps({"config": self.config, "static": []}))
+        state = json.loads((self.tmp / _STATE).read_text())
+        for k in state.get("static", []):
+            self._static_set[k] = True
+
+    def _memmap(self, name: str, mode: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap:
+        path = self.tmp / name
+        if mode == "w+":
+            return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        arr = np.lib.format.open_memmap(path, mode="r+")
+        if arr.shape != tuple(shape) or arr.dtype != dtype:
+            raise DatasetFormatError(f"partial array {path} has shape {arr.shape} {arr.dtype}")
+        return arr
+
+    # -- writing ----------------------------------------------------------------------------
+    @property
+    def num_samples(self) -> int:
+        return self.sizes["N"]
+
+    def missing(self) -> np.ndarray:
+        """Indices not written yet."""
+        return np.flatnonzero(~np.asarray(self.written))
+
+    def set_static(self, key: str, value: Any) -> None:
+        """Store a static (per-dataset) array, e.g. ``background (C, 3, H, W)``."""
+        if key not in self.config["static_keys"]:
+            raise ValueError(
+                f"key {key!r} is not a declared static key {self.config['static_keys']}"
+            )
+        arr = _to_numpy(value)
+        shape = resolve_shape(key, self.sizes)
+        if arr.shape != shape:
+            raise ValueError(f"{key} must have shape {shape}, got {arr.shape}")
+        self._arrays[key][...] = arr.astype(SAMPLE_KEYS[key].dtype)
+        self._arrays[key].flush()
+        self._static_set[key] = True
+        state = json.loads((self.tmp / _STATE).read_text())
+        state["static"] = sorted(self._static_set)
+        (self.tmp / _STATE).write_text(json.dumps(state))
+
+    def write(self, index: int, sample: Mapping[str, Any]) -> None:
+        """Write sample ``index`` (0 <= index < N).
+
+        ``sample`` holds every required key (numpy arrays or tensors of the per-sample shape in
+        :data:`SAMPLE_KEYS`; dtypes are cast), the declared optional keys, ``frame`` (int) and the
+        strings ``subject``, ``action``, ``sequence`` (default ``""``) and optionally ``split``.
+        """
+        if self._closed:
+            raise RuntimeError("writer is closed")
+        if not 0 <= int(index) < self.sizes["N"]:
+            raise IndexError(f"index {index} out of range [0, {self.sizes['N']})")
+        values: dict[str, np.ndarray] = {}
+        for key in self.config["per_sample_keys"]:
+            if key not in sample:
+                raise ValueError(f"sample is missing key {key!r}")
+            arr = _to_numpy(sample[key])
+            shape = resolve_shape(key, self.sizes)
+            if arr.shape != shape:
+                raise ValueError(f"sample[{key!r}] must have shape {shape}, got {arr.shape}")
+            if SAMPLE_KEYS[key].dtype.startswith("float") and not np.isfinite(arr).all():
+                raise ValueError(f"sample[{key!r}] contains NaN or inf (use zeros for padding)")
+            values[key] = arr
+        for key, arr in values.items():
+            self._arrays[key][index] = arr
+        self._arrays["frame"][index] = int(sample.get("frame", index))
+        for key in STRING_META:
+            s = str(sample.get(key, ""))
+            if len(s) > _STR_WIDTH:
+                raise ValueError(f"sample[{key!r}] longer than {_STR_WIDTH} characters: {s!r}")
+            self._arrays[f"_{key}_str"][index] = s
+        self.written[index] = True
+
+    def flush(self) -> None:
+        for arr in self._arrays.values():
+            arr.flush()
+        self.written.flush()
+
+    def abort(self) -> None:
+        """Stop without finishing; the partial folder stays for a later resume."""
+        self.flush()
+        self._closed = True
+
+    # -- finishing --------------------------------------------------------------------------
+    def close(self) -> Path:
+        """Finish: check completeness, write vocabularies, checksums and manifest, rename.
+
+        Returns the dataset folder. Raises ``DatasetFormatError`` naming missing indices.
+        """
+        if self._closed:
+            return self.root
+        self.flush()
+        missing = self.missing()
+        if len(missing):
+            raise DatasetFormatError(
+                f"{len(missing)} of {self.sizes['N']} samples not written (first: "
+                f"{missing[:10].tolist()}); the partial folder {self.tmp} is kept for resuming"
+            )
+        for key in self.config["static_keys"]:
+            if key not in self._static_set:
+                raise DatasetFormatError(f"static key {key!r} declared but never set")
+        vocab: dict[str, list[str]] = {}
+        for key in STRING_META:
+            strings = np.asarray(self._arrays[f"_{key}_str"])
+            uniq, first, inverse = np.unique(strings, return_index=True, return_inverse=True)
+            order = np.argsort(first)  # vocabulary in order of first appearance
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            vocab[key] = [str(s) for s in uniq[order]]
+            np.save(self.tmp / f"{key}.npy", rank[inverse.reshape(-1)].astype(np.int32))
+        files: dict[str, Any] = {}
+        for key in (*self.config["per_sample_keys"], "frame", *STRING_META):
+            files[key] = {"file": f"{key}.npy", "per_sample": True}
+        for key in self.config["static_keys"]:
+            files[key] = {"file": f"{key}.npy", "per_sample": False}
+        self._arrays.clear()
+        del self.written
+        for entry in files.values():
+            path = self.tmp / entry["file"]
+            arr = np.load(path, mmap_mode="r")
+            entry.update(shape=list(arr.shape), dtype=str(arr.dtype), sha256=sha256_file(path))
+            del arr
+        for name in [f"_{k}_str.npy" for k in STRING_META] + [_WRITTEN, _STATE]:
+            (self.tmp / name).unlink(missing_ok=True)
+        s = self.sizes
+        manifest = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "dataset": self.config["dataset"],
+            "skeleton": self.config["skeleton"],
+            "joint_names": self.joint_names,
+            "camera_names": self.camera_names,
+            "units": {"length": "mm", "image": "px", "world_up": "+z"},
+            "num_samples": s["N"],
+            "num_views": s["C"],
+            "num_persons": s["P"],
+            "num_joints": s["J"],
+            "image_size": [s["W"], s["H"]],
+            "vocab": vocab,
+            "splits": self.config["splits"],
+            "arrays": files,
+            "provenance": {
+                **self.provenance,
+                "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        }
+        (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        old = None
+        if self.root.exists():
+            if not self.overwrite:
+                raise FileExistsError(f"{self.root} appeared while writing; not overwriting it")
+            old = self.root.parent / f".{self.root.name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(self.root, old)
+        os.replace(self.tmp, self.root)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        self._closed = True
+        return self.root
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_dataset(
+    root: str | os.PathLike,
+    samples: Iterable[Mapping[str, Any]],
+    *,
+    num_samples: int | None = None,
+    background: Any | None = None,
+    **writer_kwargs: Any,
+) -> Path:
+    """Write an iterable of samples (dicts as in :meth:`DatasetWriter.write`) to ``root``.
+
+    Sizes (``num_views``, ``num_persons``, ``num_joints``, ``image_size``) default to those of
+    the first sample; a list's length gives ``num_samples``. Optional keys present in the first
+    sample are stored. ``background`` ``(C, 3, H, W)`` is stored once. Other keyword arguments
+    go to :class:`DatasetWriter` (``skeleton`` is required).
+    """
+    if num_samples is None:
+        if not hasattr(samples, "__len__"):
+            raise ValueError("num_samples is required when samples has no len()")
+        num_samples = len(samples)  # type: ignore[arg-type]
+    it = iter(samples)
+    first = next(it, None)
+    if first is None:
+        raise ValueError("samples is empty")
+    img = _to_numpy(first["images"])
+    j3 = _to_numpy(first["joints3d"])
+    writer_kwargs.setdefault("num_views", img.shape[0])
+    writer_kwargs.setdefault("image_size", (img.shape[3], img.shape[2]))
+    writer_kwargs.setdefault("num_persons", j3.shape[0])
+    writer_kwargs.setdefault("num_joints", j3.shape[1])
+    opt = [k for k in OPTIONAL_KEYS if k in first and not SAMPLE_KEYS[k].static]
+    if background is not None:
+        opt.append("background")
+    writer_kwargs.setdefault("optional_keys", opt)
+    writer = DatasetWriter(root, num_samples=num_samples, **writer_kwargs)
+    try:
+        if background is not None:
+            writer.set_static("background", background)
+        writer.write(0, first)
+        n = 1
+        for s in it:
+            writer.write(n, s)
+            n += 1
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
+
+
+# --------------------------------------------------------------------------------------------
+# reader
+# --------------------------------------------------------------------------------------------
+
+
+def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
+    """Load ``manifest.json`` of a dataset folder with a clear error when it is not one."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.exists():
+        hint = ""
+        if _partial_dir(root).exists():
+            hint = (
+                f"; an interrupted conversion left {_partial_dir(root)}: rerun the conversion "
+                "command to resume it"
+            )
+        elif not root.exists():
+            hint = "; the folder does not exist (see docs/datasets.md to get and convert data)"
+        raise DatasetFormatError(f"{root} is not an mvbook dataset: no {MANIFEST}{hint}")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT_NAME:
+        raise DatasetFormatError(f"{path}: format {manifest.get('format')!r} != {FORMAT_NAME!r}")
+    if int(manifest.get("version", -1)) > FORMAT_VERSION:
+        raise DatasetFormatError(
+            f"{path}: format version {manifest['version']} is newer than this reader ({FORMAT_VERSION})"
+        )
+    return manifest
+
+
+class MultiviewDataset(torch.utils.data.Dataset):
+    """A torch Dataset over a converted dataset folder (memory-mapped, lazy).
+
+    Args:
+        root: dataset folder (with ``manifest.json``).
+        split: ``None`` (all samples) or a split name: samples whose stored ``split`` string
+            equals it, else the subjects listed in ``manifest["splits"][split]``.
+        views: ``None`` (all) or a list of view indices or camera names (in that order).
+        subjects: ``None`` or a list of subject ids to keep.
+        transform: callable applied to each sample dict.
+        keys: per-sample keys to load (default: all stored); ``images`` can be left out for
+            pose-only work.
+
+    Each item is a dict of tensors as in :data:`SAMPLE_KEYS` (views selected) plus the
+    metadata in :data:`META_KEYS`. Memmaps are opened lazily in each worker process.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str | None = None,
+        views: Sequence[int | str] | None = None,
+        subjects: Sequence[str] | None = None,
+        transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        keys: Sequence[str] | None = None,
+    ) -> None:
+        self.root = Path(root)
+        self.manifest = read_manifest(self.root)
+        m = self.manifest
+        self.skeleton: str = m["skeleton"]
+        self.joint_names: list[str] = list(m["joint_names"])
+        all_cams = list(m["camera_names"])
+        if views is None:
+            self.view_indices = list(range(m["num_views"]))
+        else:
+            idx = []
+            for v in views:
+                if isinstance(v, str) and v in all_cams:
+                    idx.append(all_cams.index(v))
+                elif isinstance(v, (int, np.integer)) and 0 <= int(v) < m["num_views"]:
+                    idx.append(int(v))
+                else:
+                    raise ValueError(
+                        f"views: {v!r} is neither a view index < {m['num_views']} nor a camera "
+                        f"name in {all_cams}"
+                    )
+            if not idx:
+                raise ValueError("views must not be empty")
+            self.view_indices = idx
+        self.camera_names = [all_cams[i] for i in self.view_indices]
+        stored = [k for k, e in m["arrays"].items() if e["per_sample"] and k in SAMPLE_KEYS]
+        statics = [k for k, e in m["arrays"].items() if not e["per_sample"]]
+        if keys is None:
+            self.keys = stored + statics
+        else:
+            bad = [k for k in keys if k not in stored + statics]
+            if bad:
+                raise ValueError(
+                    f"keys {bad} not stored in {self.root}; stored: {stored + statics}"
+                )
+            self.keys = list(keys)
+        self.transform = transform
+        vocab = m["vocab"]
+        subj = np.load(self.root / "subject.npy")
+        sel = np.ones(m["num_samples"], bool)
+        if subjects is not None:
+            unknown = [s for s in subjects if s not in vocab["subject"]]
+            if unknown:
+                raise ValueError(f"subjects {unknown} not in dataset (has {vocab['subject']})")
+            ids = [vocab["subject"].index(s) for s in subjects]
+            sel &= np.isin(subj, ids)
+        if split is not None:
+            if split in vocab.get("split", []) and split != "":
+                sel &= np.load(self.root / "split.npy") == vocab["split"].index(split)
+            elif split in m.get("splits", {}):
+                ids = [
+                    vocab["subject"].index(s) for s in m["splits"][split] if s in vocab["subject"]
+                ]
+                sel &= np.isin(subj, ids)
+            else:
+                known = sorted({*(s for s in vocab.get("split", []) if s), *m.get("splits", {})})
+                raise ValueError(f"split {split!r} not defined for {self.root}; known: {known}")
+        self.indices = np.flatnonzero(sel)
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def _open(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            arrays = {}
+            for key in [*self.keys, "frame", *STRING_META]:
+                entry = self.manifest["arrays"].get(key)
+                if entry is not None:
+                    arrays[key] = np.load(self.root / entry["file"], mmap_mode="r")
+            self._arrays = arrays
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_arrays"] = None  # never pickle memmaps (DataLoader workers reopen them)
+        return state
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def num_views(self) -> int:
+        return len(self.view_indices)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        W, H = self.manifest["image_size"]
+        return int(W), int(H)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        g = int(self.indices[i])
+        a = self._open()
+        views = self.view_indices
+        out: dict[str, Any] = {}
+        for key in self.keys:
+            spec = SAMPLE_KEYS.get(key)
+            arr = a[key] if spec is not None and spec.static else a[key][g]
+            if spec is not None and spec.shape and spec.shape[0] == "C":
+                arr = arr[views]
+            out[key] = torch.from_numpy(np.array(arr))
+        vocab = self.manifest["vocab"]
+        out["index"] = g
+        out["frame"] = int(a["frame"][g])
+        for key in ("subject", "action", "sequence"):
+            out[key] = vocab[key][int(a[key][g])]
+        out["skeleton"] = self.skeleton
+        if self.transform is not None:
+            out = self.transform(out)
+        return out
+
+
+def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Batch samples: tensors are stacked (new leading dim B), ints become an int64 tensor,
+    strings and other values become lists. All samples must have the same keys and shapes."""
+    if len(samples) == 0:
+        raise ValueError("samples must not be empty")
+    keys = list(samples[0].keys())
+    out: dict[str, Any] = {}
+    for key in keys:
+        vals = [s[key] for s in samples]
+        v0 = vals[0]
+        if isinstance(v0, torch.Tensor):
+            shapes = {tuple(v.shape) for v in vals}
+            if len(shapes) != 1:
+                raise ValueError(f"cannot stack {key!r}: shapes differ {sorted(shapes)}")
+            out[key] = torch.stack(vals)
+        elif isinstance(v0, np.ndarray):
+            out[key] = torch.from_numpy(np.stack(vals))
+        elif isinstance(v0, (bool, np.bool_)):
+            out[key] = torch.tensor(vals, dtype=torch.bool)
+        elif isinstance(v0, (int, np.integer)):
+            out[key] = torch.tensor([int(v) for v in vals], dtype=torch.int64)
+        elif isinstance(v0, (float, np.floating)):
+            out[key] = torch.tensor(vals, dtype=torch.float32)
+        else:
+            out[key] = list(vals)
+    return out
+
+
+def sample_cameras(sample: Mapping[str, Any]):
+    """``mvbook.geometry.Camera`` of a sample (batch shape ``(C,)``, or ``(B, C)`` when batched)."""
+    from mvbook.geometry import Camera  # imported lazily: geometry is an independent module
+
+    return Camera(
+        K=sample["K"],
+        R=sample["R"],
+        t=sample["t"],
+        dist=sample["dist"],
+        image_size=sample["image_size"],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# verification
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifyReport:
+    """Result of :func:`verify_dataset`: ``ok`` and human-readable ``problems``/``info``."""
+
+    root: Path
+    ok: bool = True
+    problems: list[str] = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
+    reprojection_max_px: float = float("nan")
+    reprojection_mean_px: float = float("nan")
+
+    def fail(self, msg: str) -> None:
+        self.ok = False
+        self.problems.append(msg)
+
+    def __str__(self) -> str:
+        lines = [f"{self.root}: {'OK' if self.ok else 'PROBLEMS FOUND'}"]
+        lines += [f"  - {p}" for p in self.problems]
+        lines += [f"  {i}" for i in self.info]
+        return "\n".join(lines)
+
+
+def verify_dataset(
+    root: str | os.PathLike,
+    *,
+    checksums: bool = True,
+    reprojection: bool = True,
+    tolerance_px: float = 1.0,
+    max_samples: int | None = None,
+    chunk: int = 512,
+    raise_on_error: bool = False,
+) -> VerifyReport:
+    """Check a dataset folder: completeness, checksums and reprojection consistency.
+
+    - every array listed in the manifest exists with the recorded shape and dtype, every
+      required key is present, sizes agree with ``num_samples/views/persons/joints`` and
+      ``image_size``, string ids are inside their vocabularies;
+    - ``sha256`` of every file equals the manifest's (``checksums=True``);
+    - joints3d projected with the stored cameras (``K, R, t, dist``) equal ``joints2d`` within
+      ``tolerance_px`` for valid persons and joints in front of the camera; cameras are finite
+      with orthonormal ``R``; boxes have ``x0 <= x1, y0 <= y1``.
+
+    Args:
+        max_samples: check reprojection on at most this many samples (evenly spaced).
+        raise_on_error: raise ``DatasetFormatError`` with the report instead of returning it.
+    """
+    rep = VerifyReport(Path(root))
+    try:
+        m = read_manifest(root)
+    except DatasetFormatError as err:
+        rep.fail(str(err))
+        if raise_on_error:
+            raise
+        return rep
+    root = Path(root)
+    N, C, P, J = m["num_samples"], m["num_views"], m["num_persons"], m["num_joints"]
+    W, H = m["image_size"]
+    sizes = {"C": C, "P": P, "J": J, "H": H, "W": W}
+    arrays = m.get("arrays", {})
+    for key in REQUIRED_KEYS + ("frame", "subject", "action", "sequence"):
+        if key not in arrays:
+            rep.fail(f"manifest lists no array for required key {key!r}")
+    present: dict[str, np.ndarray] = {}
+    for key, entry in arrays.items():
+        path = root / entry["file"]
+        if not path.exists():
+            rep.fail(f"missing file {path} ({key}); reconvert the dataset")
+            continue
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (ValueError, OSError) as err:
+            rep.fail(f"cannot read {path}: {err}")
+            continue
+        if list(arr.shape) != list(entry["shape"]) or str(arr.dtype) != entry["dtype"]:
+            rep.fail(
+                f"{path}: shape/dtype {arr.shape} {arr.dtype} != manifest {entry['shape']} {entry['dtype']}"
+            )
+            continue
+        if key in SAMPLE_KEYS:
+            expect = resolve_shape(key, sizes)
+            if entry["per_sample"]:
+                expect = (N, *expect)
+            if tuple(arr.shape) != expect or str(arr.dtype) != SAMPLE_KEYS[key].dtype:
+                rep.fail(
+                    f"{key}: shape {arr.shape} {arr.dtype}, expected {expect} {SAMPLE_KEYS[key].dtype}"
+                )
+                continue
+        elif entry["per_sample"] and arr.shape[:1] != (N,):
+            rep.fail(f"{key}: leading dim {arr.shape[:1]} != num_samples {N}")
+            continue
+        if checksums:
+            digest = sha256_file(path)
+            if digest != entry.get("sha256"):
+                rep.fail(f"checksum mismatch for {path} (file changed or corrupted); reconvert")
+        present[key] = arr
+    for key in STRING_META:
+        if key in present:
+            ids = np.asarray(present[key])
+            n = len(m["vocab"].get(key, []))
+            if ids.size and (ids.min() < 0 or ids.max() >= n):
+                rep.fail(f"{key} ids outside the vocabulary of {n} strings")
+    if "image_size" in present:
+        sz = np.asarray(present["image_size"])
+        if not (sz == np.array([W, H])).all():
+            rep.fail(f"image_size values differ from manifest image_size {[W, H]}")
+    need = ("K", "R", "t", "dist", "joints3d", "joints2d", "person_valid", "bbox")
+    if reprojection and all(k in present for k in need):
+        sel = np.arange(N)
+        if max_samples is not None and max_samples < N:
+            sel = np.unique(np.linspace(0, N - 1, max_samples).round().astype(int))
+        worst, total, count = 0.0, 0.0, 0
+        bad_cam = bad_box = 0
+        for s in range(0, len(sel), chunk):
+            idx = sel[s : s + chunk]
+            K = np.asarray(present["K"][idx], np.float64)
+            R = np.asarray(present["R"][idx], np.float64)
+            t = np.asarray(present["t"][idx], np.float64)
+            d = np.asarray(present["dist"][idx], np.float64)
+            X = np.asarray(present["joints3d"][idx], np.float64)  # (n,P,J,3)
+            j2 = np.asarray(present["joints2d"][idx], np.float64)  # (n,C,P,J,2)
+            pv = np.asarray(present["person_valid"][idx])
+            cams_ok = (
+                np.isfinite(K).all((-1, -2)) & np.isfinite(R).all((-1, -2)) & np.isfinite(t).all(-1)
+            )
+            RRt = np.einsum("...ij,...kj->...ik", R, R)
+            cams_ok &= np.abs(RRt - np.eye(3)).max((-1, -2)) < 1e-3
+            bad_cam += int((~cams_ok).sum())
+            n = len(idx)
+            uv, z = project_points_np(X.reshape(n, 1, P * J, 3), K, R, t, d)
+            uv = uv.reshape(n, C, P, J, 2)
+            z = z.reshape(n, C, P, J)
+            mask = pv[:, None, :, None] & (z > 0) & np.isfinite(X).all(-1)[:, None]
+            if "joints3d_valid" in present:
+                mask &= np.asarray(present["joints3d_valid"][idx])[:, None]
+            err = np.linalg.norm(uv - j2, axis=-1)
+            err = np.where(mask, err, 0.0)
+            err = np.where(np.isfinite(err), err, np.inf)
+            if mask.any():
+                worst = max(worst, float(err.max()))
+                total += float(err[mask].sum())
+                count += int(mask.sum())
+            box = np.asarray(present["bbox"][idx])
+            bad_box += int(((box[..., 2] < box[..., 0]) | (box[..., 3] < box[..., 1])).sum())
+        if bad_cam:
+            rep.fail(f"{bad_cam} camera(s) not finite or with non-orthonormal R")
+        if bad_box:
+            rep.fail(f"{bad_box} box(es) with x1 < x0 or y1 < y0")
+        if count:
+            rep.reprojection_max_px = worst
+            rep.reprojection_mean_px = total / count
+            rep.info.append(
+                f"reprojection over {count} joints of {len(sel)} samples: mean "
+                f"{rep.reprojection_mean_px:.3g} px, max {worst:.3g} px"
+            )
+            if worst > tolerance_px:
+                rep.fail(
+                    f"projected joints3d differ from joints2d by up to {worst:.3g} px "
+                    f"(> {tolerance_px} px): cameras or joints inconsistent"
+                )
+        else:
+            rep.info.append("no valid joints to check reprojection on")
+    rep.info.append(
+        f"dataset {m['dataset']!r}: {N} samples, {C} views {m['camera_names']}, {P} persons, "
+        f"{J} joints ({m['skeleton']}), images {W}x{H}, subjects {m['vocab'].get('subject')}"
+    )
+    if raise_on_error and not rep.ok:
+        raise DatasetFormatError(str(rep))
+    return rep

@@ -1,0 +1,124 @@
+"""Notebook setup shared by every chapter: ``device = setup_notebook(seed=seed, device=device)``.
+
+Called once, right after the parameters cell. It
+
+- seeds Python, NumPy and torch through :func:`mvbook.runtime.seed_everything` (the book's
+  one seeding helper; the same seed and profile give the same metrics on the same machine);
+- resolves ``device`` (``"auto"`` picks CUDA when present) via
+  :func:`mvbook.runtime.resolve_device`;
+- makes plotly figures self-contained: the default renderer becomes
+  ``"plotly_mimetype+mvbook_notebook"``. ``plotly_mimetype`` serves JupyterLab;
+  ``mvbook_notebook`` is plotly's ``notebook`` renderer (which embeds the plotly.js library
+  inline, once per notebook, before the first figure) without the per-figure MathJax CDN
+  script, so an executed notebook exported to HTML renders its 3D figures with no network;
+- sets matplotlib defaults (figure size and resolution) so the chapters look alike;
+- prints one line: profile, seed, device and torch version.
+
+Outside IPython (a plain Python script) the same calls are made; plotly then only changes
+its default renderer.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+from mvbook.runtime import PROFILE_ENV, check_profile, resolve_device, seed_everything
+
+PLOTLY_RENDERER = "plotly_mimetype+mvbook_notebook"
+MATPLOTLIB_DEFAULTS = {
+    "figure.figsize": (7.0, 4.2),
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "savefig.bbox": "tight",
+    "font.size": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "image.cmap": "viridis",
+}
+
+_CDN_MATHJAX = re.compile(r"<script src=\"https://[^\"]*mathjax[^\"]*\"></script>", re.IGNORECASE)
+
+
+def _register_plotly_renderer() -> None:
+    import plotly.io as pio
+    from plotly.io._base_renderers import NotebookRenderer
+
+    if "mvbook_notebook" in pio.renderers:
+        return
+
+    class OfflineNotebookRenderer(NotebookRenderer):
+        """plotly's ``notebook`` renderer (plotly.js inline) without CDN MathJax per figure."""
+
+        def to_mimebundle(self, fig_dict):  # type: ignore[override]
+            bundle = super().to_mimebundle(fig_dict)
+            bundle["text/html"] = _CDN_MATHJAX.sub("", bundle["text/html"])
+            return bundle
+
+    pio.renderers["mvbook_notebook"] = OfflineNotebookRenderer()
+
+
+def configure_plotly() -> None:
+    """Make ``PLOTLY_RENDERER`` plotly's default renderer (idempotent: plotly.js once)."""
+    import plotly.io as pio
+
+    _register_plotly_renderer()
+    # Setting the default again would embed plotly.js a second time.
+    if pio.renderers.default != PLOTLY_RENDERER:
+        pio.renderers.default = PLOTLY_RENDERER
+
+
+def configure_matplotlib() -> None:
+    """Apply :data:`MATPLOTLIB_DEFAULTS` (and PNG output for the inline backend)."""
+    import matplotlib as mpl
+
+    mpl.rcParams.update(MATPLOTLIB_DEFAULTS)
+    try:
+        from IPython import get_ipython
+
+        if get_ipython() is not None:
+            from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+            set_matplotlib_formats("png")
+    except ImportError:  # pragma: no cover - matplotlib-inline comes with ipykernel
+        pass
+
+
+def setup_notebook(
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    *,
+    profile: str | None = None,
+    verbose: bool = True,
+) -> torch.device:
+    """Seed everything, configure plotly and matplotlib, and resolve the device.
+
+    Args:
+        seed: seed for Python, NumPy and torch (an int).
+        device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``
+            or a ``torch.device``.
+        profile: only printed; defaults to the environment variable ``MVBOOK_PROFILE``.
+        verbose: print the one-line summary.
+
+    Returns:
+        The resolved ``torch.device``.
+
+    Raises:
+        TypeError: ``seed`` not an int, ``device`` of the wrong type.
+        ValueError: CUDA requested but not available; unknown ``profile``.
+    """
+    if profile is not None:
+        check_profile(profile)
+    seed_everything(seed)
+    dev = resolve_device(device)
+    configure_plotly()
+    configure_matplotlib()
+    if verbose:
+        shown = profile or os.environ.get(PROFILE_ENV) or "unset"
+        name = ""
+        if dev.type == "cuda":
+            name = f" ({torch.cuda.get_device_name(dev)})"
+        print(f"mvbook: profile={shown} seed={seed} device={dev}{name} torch={torch.__version__}")
+    return dev

@@ -1,0 +1,255 @@
+"""Tests of mvbook.methods.learnable_triangulation on small synthetic rigs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mvbook.data.fixtures import look_at_rig, random_people
+from mvbook.data.format import complete_annotations
+from mvbook.methods import learnable_triangulation as lt
+from mvbook.nn import BackboneConfig, SimpleBaseline
+from mvbook.train import TrainConfig, train
+
+J = 17
+
+
+def make_samples(n: int = 6, C: int = 4, size=(96, 96), seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    K, R, t, d = look_at_rig(C, size, radius=3500.0, height=1000.0, dist=None, focal=60.0)
+    out = []
+    for i in range(n):
+        X = random_people(rng, 1, J, spread=200.0)
+        ann = complete_annotations(X, np.ones(1, bool), K, R, t, d, size)
+        s = {
+            "images": torch.from_numpy(rng.integers(0, 256, (C, 3, size[1], size[0]), dtype=np.uint8)),
+            "K": torch.from_numpy(K).float(),
+            "R": torch.from_numpy(R).float(),
+            "t": torch.from_numpy(t).float(),
+            "dist": torch.from_numpy(d).float(),
+            "joints3d": torch.from_numpy(X).float(),
+            **{k: torch.from_numpy(v) for k, v in ann.items()},
+            "subject": "S9" if i % 2 else "S11",
+            "action": "Walking" if i % 3 else "Sitting",
+            "index": i,
+        }
+        out.append(s)
+    return out
+
+
+def small_config(**kw) -> lt.LTConfig:
+    base = dict(
+        crop_size=32,
+        backbone=BackboneConfig(width=8, blocks=(1, 1, 1), deconv_layers=2, deconv_channels=16),
+        volume_resolution=8,
+        volume_channels=4,
+        v2v_width=8,
+        v2v_levels=1,
+        confidence_hidden=16,
+        volume_size=2500.0,
+    )
+    base.update(kw)
+    return lt.LTConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def crops():
+    return lt.prepare_crops(make_samples(), small_config(), progress=False)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_soft_mse_loss_values():
+    eps = 400.0
+    gt = torch.zeros(1, 2, 3)
+    pred = torch.tensor([[[10.0, 0.0, 0.0], [30.0, 0.0, 0.0]]])
+    # joint 0: 100 <= eps -> plain squared error; joint 1: 900 > eps -> 900^0.1 * eps^0.9
+    expected = (100.0 + 900.0**0.1 * eps**0.9) / 6
+    assert lt.soft_mse_loss(pred, gt, eps).item() == pytest.approx(expected, rel=1e-5)
+    # continuous at the threshold
+    a = lt.soft_mse_loss(torch.tensor([[[20.0 - 1e-3, 0, 0]]]), torch.zeros(1, 1, 3), eps)
+    b = lt.soft_mse_loss(torch.tensor([[[20.0 + 1e-3, 0, 0]]]), torch.zeros(1, 1, 3), eps)
+    assert a.item() == pytest.approx(b.item(), rel=1e-3)
+    # the mask drops joint 1
+    valid = torch.tensor([[True, False]])
+    assert lt.soft_mse_loss(pred, gt, eps, valid).item() == pytest.approx(100.0 / 3)
+    # small errors: plain MSE
+    p = torch.randn(2, 5, 3)
+    assert lt.soft_mse_loss(p, torch.zeros_like(p), 1e6).item() == pytest.approx((p**2).mean().item(), rel=1e-5)
+
+
+def test_volumetric_loss_values_and_gradients():
+    grid = lt.make_grid(torch.zeros(1, 3), 400.0, 4)  # voxel side 100 mm
+    gt = grid[:, 1, 2, 3][:, None]  # (1, 1, 3): exactly a voxel centre
+    pred = gt + torch.tensor([10.0, -20.0, 30.0])
+    volumes = torch.zeros(1, 1, 4, 4, 4, requires_grad=True)
+    loss, logs = lt.volumetric_loss(pred, gt, volumes, grid, beta=0.5)
+    # L1 term: mean |diff| over coordinates = 20; heatmap term: -log(1/64) for a flat volume
+    assert logs["l1"].item() == pytest.approx(20.0)
+    assert logs["heatmap"].item() == pytest.approx(math.log(64.0), rel=1e-5)
+    assert loss.item() == pytest.approx(20.0 + 0.5 * math.log(64.0), rel=1e-5)
+    loss.backward()
+    g = volumes.grad[0, 0]
+    # the gradient raises the ground-truth voxel and lowers the others
+    assert g[1, 2, 3] < 0 and (g.flatten().argmin() == 1 * 16 + 2 * 4 + 3)
+
+
+# ---------------------------------------------------------------- cropping
+
+
+def test_crop_affine_matches_crop_images():
+    img = torch.zeros(1, 3, 60, 80)
+    img[0, :, 25, 47] = 255.0  # a bright pixel at (u, v) = (47, 25)
+    box = torch.tensor([[40.0, 20.0, 56.0, 36.0]])  # 16 px box -> 32 px crop (2x upsampling)
+    crop = lt.crop_images(img, box, 32)
+    A = lt.crop_affine(box, 32)[0]
+    uvc = A @ torch.tensor([47.0, 25.0, 1.0])
+    peak = crop[0, 0].flatten().argmax()
+    py, px = divmod(int(peak), 32)
+    assert abs(px - uvc[0].item()) <= 0.5 + 1e-6 and abs(py - uvc[1].item()) <= 0.5 + 1e-6
+    # the box centre maps to the crop centre
+    torch.testing.assert_close(A @ torch.tensor([48.0, 28.0, 1.0]), torch.tensor([15.5, 15.5, 1.0]))
+
+
+def test_prepare_crops_cameras_are_consistent(crops):
+    t = crops.tensors
+    assert t["images"].shape == (6, 4, 3, 32, 32) and t["images"].dtype == torch.uint8
+    assert t["P"].shape == (6, 4, 3, 4) and t["joints2d"].shape == (6, 4, J, 2)
+    # projecting the 3D joints with the crop cameras gives the cropped 2D joints
+    X = t["joints3d"]
+    Xh = torch.cat([X, torch.ones_like(X[..., :1])], -1)
+    p = torch.einsum("ncij,nkj->ncki", t["P"], Xh)
+    torch.testing.assert_close(p[..., :2] / p[..., 2:], t["joints2d"], atol=1e-2, rtol=1e-4)
+    assert crops.subjects == ["S11", "S9"] and set(crops.actions) == {"Sitting", "Walking"}
+
+
+# ---------------------------------------------------------------- models
+
+
+def test_algebraic_model_shapes_and_gradients(crops):
+    torch.manual_seed(0)
+    cfg = small_config()
+    model = lt.AlgebraicTriangulationNet(SimpleBaseline(J, cfg.backbone), cfg)
+    batch = crops.subset([0, 1]).all()
+    out = model(batch["images"], batch["P"])
+    assert out["joints3d"].shape == (2, J, 3)
+    assert out["joints2d"].shape == (2, 4, J, 2)
+    assert out["confidences"].shape == (2, 4, J) and (out["confidences"] > 0).all()
+    assert torch.isfinite(out["joints3d"]).all()
+    loss, logs = lt.algebraic_loss_fn(cfg)(model, batch)
+    loss.backward()
+    assert model.backbone.final.weight.grad.abs().sum() > 0
+    assert model.confidence.head[-1].weight.grad.abs().sum() > 0
+    assert "mpjpe" in logs
+
+
+def test_algebraic_weighted_dlt_matches_eq4():
+    """The confidence-weighted DLT equals the SVD of (w o A) y = 0 written out by hand."""
+    from mvbook.geometry import triangulate
+
+    g = torch.Generator().manual_seed(0)
+    K, R, t, _ = look_at_rig(4, (64, 64), dist=None)
+    P = torch.from_numpy(K @ np.concatenate([R, t[..., None]], -1)).double()
+    X = torch.tensor([[100.0, -50.0, 900.0]], dtype=torch.float64)
+    uv = torch.einsum("cij,nj->cni", P, torch.cat([X, torch.ones(1, 1, dtype=torch.float64)], -1))
+    uv = uv[..., :2] / uv[..., 2:] + torch.randn(4, 1, 2, generator=g, dtype=torch.float64) * 2
+    w = torch.tensor([1.0, 0.2, 3.0, 0.5], dtype=torch.float64)
+    rows = []
+    for c in range(4):
+        rows.append(w[c] * (uv[c, 0, 0] * P[c, 2] - P[c, 0]))
+        rows.append(w[c] * (uv[c, 0, 1] * P[c, 2] - P[c, 1]))
+    A = torch.stack(rows)
+    y = torch.linalg.svd(A).Vh[-1]
+    ref = y[:3] / y[3]
+    got = triangulate(uv, P, weights=w[:, None], normalize=False)[0]
+    torch.testing.assert_close(got, ref, atol=1e-3, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["sum", "conf", "softmax"])
+def test_volumetric_model_shapes_and_gradients(crops, mode):
+    torch.manual_seed(0)
+    cfg = small_config(aggregation=mode)
+    model = lt.VolumetricTriangulationNet(SimpleBaseline(J, cfg.backbone), cfg)
+    batch = crops.subset([0, 1]).all()
+    root = batch["joints3d"][:, 0]
+    out = model(batch["images"], batch["P"], root, torch.tensor([0.1, 2.0]))
+    R = cfg.volume_resolution
+    assert out["joints3d"].shape == (2, J, 3)
+    assert out["volumes"].shape == (2, J, R, R, R) and out["grid"].shape == (2, R, R, R, 3)
+    # soft-argmax keeps the joints inside the cube
+    assert ((out["joints3d"] - root[:, None]).abs() <= cfg.volume_size / 2).all()
+    loss, logs = lt.volumetric_loss_fn(cfg, torch.Generator().manual_seed(0))(model, batch)
+    loss.backward()
+    assert model.backbone.final.weight.grad is None  # heatmap layer unused by the volumetric path
+    assert model.backbone.deconv[0].weight.grad.abs().sum() > 0
+    assert model.process.weight.grad.abs().sum() > 0
+    assert model.v2v.output.weight.grad.abs().sum() > 0
+    if mode == "conf":
+        assert "confidences" in out and out["confidences"].shape == (2, 4)
+        assert model.confidence.head[-1].weight.grad.abs().sum() > 0
+    assert set(logs) >= {"l1", "heatmap", "mpjpe"}
+
+
+def test_frozen_backbone_stays_in_eval_mode(crops):
+    cfg = small_config(freeze_backbone=True)
+    model = lt.AlgebraicTriangulationNet(SimpleBaseline(J, cfg.backbone), cfg)
+    model.train()
+    assert not model.backbone.training and model.confidence.training
+    assert all(not p.requires_grad for p in model.backbone.parameters())
+
+
+# ---------------------------------------------------------------- training and evaluation
+
+
+def _loss_drop(model, loss_fn, batch, steps, lr):
+    with torch.no_grad():
+        model.eval()
+        before = loss_fn(model, batch)[0].item()
+    train(model, loss_fn, [batch], TrainConfig(steps=steps, lr=lr, progress=False, seed=0))
+    with torch.no_grad():
+        after = loss_fn(model, batch)[0].item()
+    return before, after
+
+
+def test_training_steps_lower_the_losses(crops):
+    torch.manual_seed(0)
+    cfg = small_config()
+    batch = crops.subset([0, 1, 2, 3]).all()
+    backbone = SimpleBaseline(J, cfg.backbone)
+    before, after = _loss_drop(backbone, lt.heatmap_loss_fn(cfg), batch, 15, 3e-3)
+    assert after < before
+    alg = lt.AlgebraicTriangulationNet(backbone, cfg)
+    before, after = _loss_drop(alg, lt.algebraic_loss_fn(cfg), batch, 15, 3e-3)
+    assert after < before
+    cfg_v = small_config(train_yaw=False)
+    vol = lt.VolumetricTriangulationNet(SimpleBaseline(J, cfg.backbone), cfg_v)
+    before, after = _loss_drop(vol, lt.volumetric_loss_fn(cfg_v), batch, 15, 3e-3)
+    assert after < before
+
+
+def test_evaluate_and_tables(crops):
+    torch.manual_seed(0)
+    cfg = small_config()
+    backbone = SimpleBaseline(J, cfg.backbone)
+    alg = lt.AlgebraicTriangulationNet(backbone, cfg)
+    vol = lt.VolumetricTriangulationNet(backbone, cfg)
+    preds = {
+        "naive": lt.naive_predictor(backbone),
+        "ransac": lt.ransac_predictor(backbone, threshold=3.0),
+        "algebraic": lt.algebraic_predictor(alg),
+        "volumetric": lt.volumetric_predictor(vol, root=lt.algebraic_predictor(alg)),
+    }
+    results = {
+        k: lt.evaluate(p, crops, batch_size=4, models=[alg, vol], views=[0, 1, 2])
+        for k, p in preds.items()
+    }
+    for r in results.values():
+        assert r["pred"].shape == (6, J, 3) and r["gt"].shape == (6, J, 3)
+    names, cols, values = lt.errors_table(results, crops.actions, root_joint=0)
+    assert names == list(preds) and cols[-1] == "average" and values.shape == (4, 3)
+    _, _, absolute = lt.errors_table(results, crops.actions, root_joint=None)
+    assert np.isfinite(values[:, -1]).all() and np.isfinite(absolute[:, -1]).all()

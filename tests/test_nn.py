@@ -1,0 +1,57 @@
+"""Tests of mvbook.nn: shapes, strides and gradients of the backbone, heads and V2V."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mvbook.nn import BackboneConfig, ConfidenceHead, SimpleBaseline, V2VNet
+
+
+@pytest.mark.parametrize(
+    "cfg,size,out",
+    [
+        (BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2), 64, 32),
+        (BackboneConfig(width=8, blocks=(1, 1), stem_stride=4, deconv_layers=1), 64, 16),
+        (BackboneConfig(width=8, blocks=(2, 1, 1, 1), stem_stride=4, deconv_layers=3), 64, 16),
+    ],
+)
+def test_simple_baseline_shapes(cfg, size, out):
+    torch.manual_seed(0)
+    net = SimpleBaseline(5, cfg)
+    y = net(torch.randn(2, 3, size, size))
+    assert y.heatmaps.shape == (2, 5, out, out)
+    assert y.features.shape == (2, cfg.deconv_channels, out, out)
+    assert y.encoding.shape[1] == net.encoding_channels
+    assert size // cfg.output_stride == out
+
+
+def test_backbone_gradients_and_validation():
+    torch.manual_seed(0)
+    net = SimpleBaseline(3, BackboneConfig(width=8))
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    net(x).heatmaps.square().sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in net.parameters())
+    with pytest.raises(ValueError, match="images"):
+        net(torch.randn(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="num_joints"):
+        SimpleBaseline(0)
+
+
+def test_confidence_head_positive():
+    head = ConfidenceHead(16, 7, hidden=8)
+    w = head(torch.randn(4, 16, 5, 5))
+    assert w.shape == (4, 7) and (w > 0).all()
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_v2v_shapes_and_gradients(norm):
+    torch.manual_seed(0)
+    net = V2VNet(4, 6, width=8, levels=2, norm=norm)
+    x = torch.randn(2, 4, 8, 8, 8, requires_grad=True)
+    y = net(x)
+    assert y.shape == (2, 6, 8, 8, 8)
+    y.square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="divisible"):
+        net(torch.randn(1, 4, 6, 8, 8))

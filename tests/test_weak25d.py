@@ -1,0 +1,181 @@
+"""Tests of the weakly supervised 2.5D method (mvbook.methods.weak25d)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mvbook.methods import weak25d as W
+from mvbook.skeletons import H36M_17
+
+
+def random_rotation(n: int, generator: torch.Generator) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[..., None, :]
+    det = torch.linalg.det(q)
+    q[det < 0, :, 0] *= -1
+    return q
+
+
+def human_poses(n: int, seed: int = 0) -> torch.Tensor:
+    """Plausible-ish poses (mm, camera frame, ~4 m in front): a stick figure plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor([
+        [0, 0, 0], [-130, 0, 0], [-130, 450, 0], [-130, 880, 0], [130, 0, 0], [130, 450, 0],
+        [130, 880, 0], [0, -230, 0], [0, -480, 0], [0, -560, 40], [0, -680, 0], [170, -450, 0],
+        [170, -180, 0], [170, 70, 0], [-170, -450, 0], [-170, -180, 0], [-170, 70, 0],
+    ], dtype=torch.float64)
+    R = random_rotation(n, g)
+    R = torch.linalg.matrix_power(R, 1)  # any orientation about the pelvis
+    # keep people mostly upright: rotate only about the camera's vertical (y) axis
+    ang = torch.rand(n, generator=g, dtype=torch.float64) * 2 * math.pi
+    Ry = torch.zeros(n, 3, 3, dtype=torch.float64)
+    Ry[:, 0, 0] = Ry[:, 2, 2] = torch.cos(ang)
+    Ry[:, 0, 2] = torch.sin(ang)
+    Ry[:, 2, 0] = -torch.sin(ang)
+    Ry[:, 1, 1] = 1
+    del R
+    pose = base + 40 * torch.randn(n, 17, 3, generator=g, dtype=torch.float64)
+    pose = torch.einsum("nij,nkj->nki", Ry, pose)
+    shift = torch.stack([torch.rand(n, generator=g, dtype=torch.float64) * 1000 - 500,
+                         torch.rand(n, generator=g, dtype=torch.float64) * 400 - 200,
+                         3000 + torch.rand(n, generator=g, dtype=torch.float64) * 3000], -1)
+    return pose + shift[:, None]
+
+
+K = torch.tensor([[1100.0, 0.0, 500.0], [0.0, 1050.0, 480.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+
+
+def test_25d_reconstruction_is_exact():
+    X = human_poses(64)
+    Ks = K.expand(64, 3, 3)
+    uv, zr = W.pose_to_25d(X, Ks)
+    normed, s = W.scale_normalize(X)
+    assert torch.allclose((normed[:, 8] - normed[:, 0]).norm(dim=-1), torch.ones(64, dtype=X.dtype))
+    Y = W.reconstruct_from_25d(uv, zr, Ks)
+    assert torch.allclose(Y, normed, atol=1e-9)
+    Ymm = W.reconstruct_from_25d(uv, zr, Ks, bone_length=s)
+    assert torch.allclose(Ymm, X, atol=1e-6)
+    z_root = W.root_depth_from_25d(uv, zr, Ks, bone_length=s)
+    assert torch.allclose(z_root, X[:, 0, 2], atol=1e-6)
+    # other reference bones work too, and it is differentiable
+    uv2, zr2 = W.pose_to_25d(X, Ks, reference_bone=(10, 0))
+    uv2.requires_grad_(True)
+    Y2 = W.reconstruct_from_25d(uv2, zr2, Ks, reference_bone=(10, 0))
+    Y2.sum().backward()
+    assert torch.isfinite(uv2.grad).all()
+
+
+def test_reconstruction_validates_inputs():
+    with pytest.raises(ValueError, match="zr"):
+        W.reconstruct_from_25d(torch.zeros(17, 2), torch.zeros(16), K.float())
+    with pytest.raises(ValueError, match="K"):
+        W.reconstruct_from_25d(torch.zeros(17, 2), torch.zeros(17), torch.eye(2))
+    with pytest.raises(ValueError, match="reference_bone"):
+        W.root_depth_from_25d(torch.zeros(17, 2), torch.zeros(17), K.float(), reference_bone=(3, 3))
+    with pytest.raises(ValueError, match="behind"):
+        W.pose_to_25d(-human_poses(2), K)
+
+
+def test_crop_intrinsics_match_cropped_points():
+    X = human_poses(8)
+    uv, _ = W.pose_to_25d(X, K.expand(8, 3, 3))
+    box = torch.tensor([300.0, 200.0, 700.0, 600.0], dtype=torch.float64).expand(8, 4)
+    Kc = W.crop_intrinsics(K.expand(8, 3, 3), box, 64)
+    uv_c, _ = W.pose_to_25d(X, Kc)
+    assert torch.allclose(uv_c, W.crop_points(uv, box, 64), atol=1e-9)
+    # the crop of an image holding a single bright pixel puts it where crop_points says
+    img = torch.zeros(1, 3, 100, 120, dtype=torch.float32)
+    img[0, :, 40, 70] = 1.0
+    b = torch.tensor([[50.0, 20.0, 90.0, 60.0]])  # 40 px wide -> 40 px crop: identity scale
+    crop = W.crop_views(img, b, 40)
+    v, u = divmod(int(crop[0, 0].argmax()), 40)
+    expect = W.crop_points(torch.tensor([[[70.0, 40.0]]]), b, 40)[0, 0]
+    assert (u, v) == (round(float(expect[0])), round(float(expect[1])))
+
+
+def test_consistency_zero_for_rigid_copies_and_positive_otherwise():
+    g = torch.Generator().manual_seed(1)
+    X = human_poses(5).float() / 500.0  # scale-normalised-ish units
+    R = random_rotation(5 * 4, g).float().view(5, 4, 3, 3)
+    t = torch.randn(5, 4, 1, 3, generator=g)
+    views = torch.einsum("bcij,bkj->bcki", R, X) + t  # (B, C, J, 3) rigid copies
+    zero = W.multiview_consistency_loss(views, delta=0.0)
+    assert zero.item() < 1e-4
+    noisy = views.clone()
+    noisy[:, 1, 3] += 0.3  # one view's knee moves
+    assert W.multiview_consistency_loss(noisy, delta=0.0).item() > 1e-2
+    mirrored = views.clone()
+    mirrored[:, 2, :, 2] *= -1  # a depth flip is not a rotation
+    assert W.multiview_consistency_loss(mirrored, delta=0.0).item() > 1e-2
+    # gradients reach the poses through the alignment
+    p = noisy.clone().requires_grad_(True)
+    W.multiview_consistency_loss(p).backward()
+    assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="C >= 2"):
+        W.multiview_consistency_loss(views[:, :1])
+
+
+def test_limb_length_prior():
+    X = human_poses(32)
+    normed, _ = W.scale_normalize(X)
+    prior = W.bone_ratio_prior(X)
+    assert prior.shape == (len(H36M_17.bones),)
+    loss, logs = W.limb_length_loss(normed.float(), prior.float())
+    bent = normed.clone()
+    bent[:, 3] = bent[:, 2] + 2.0 * (bent[:, 3] - bent[:, 2])  # a right shin twice as long
+    loss_bent, _ = W.limb_length_loss(bent.float(), prior.float())
+    assert loss_bent > loss + 0.05 and set(logs) == {"l_bone", "l_sym"}
+
+
+def test_network_shapes_and_2d_loss():
+    cfg = W.Weak25DConfig(crop_size=32)
+    net = W.Weak25DNet(17, cfg)
+    out = net(torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8))
+    h = cfg.heatmap_size
+    assert out["uv"].shape == (3, 17, 2) and out["zr"].shape == (3, 17)
+    assert out["log_prob"].shape == (3, 17, h, h)
+    assert torch.allclose(out["log_prob"].exp().flatten(-2).sum(-1), torch.ones(3, 17), atol=1e-5)
+    loss, logs = W.heatmap_loss(out, out["uv"].detach(), torch.ones(3, 17, dtype=torch.bool))
+    assert loss.item() > 0 and logs["l2d_coord"].item() < 1e-6
+
+
+def synthetic_sets(n: int = 32, views: int = 4, size: int = 32):
+    """Images that encode the joints as bright dots (a learnable toy)."""
+    cfg = W.Weak25DConfig(crop_size=size)
+    h = cfg.heatmap_size
+    X = human_poses(n).float()
+    Kh = torch.tensor([[h * 1.2, 0.0, (h - 1) / 2], [0.0, h * 1.2, (h - 1) / 2], [0.0, 0.0, 1.0]])
+    Kh = Kh * torch.tensor([[1.0], [1.0], [1.0]])
+    uv, zr = W.pose_to_25d(X, Kh.expand(n, 3, 3))
+    uv = uv.clamp(0, h - 1)
+    img = torch.zeros(n, 3, size, size, dtype=torch.uint8)
+    pix = ((uv + 0.5) * size / h - 0.5).round().long().clamp(0, size - 1)
+    img[torch.arange(n)[:, None], 0, pix[..., 1], pix[..., 0]] = 255
+    imgs = W.ImageSet(img, uv, torch.ones(n, 17, dtype=torch.bool), Kh.expand(n, 3, 3), X, zr,
+                      torch.ones(n), ["S1"] * n)
+    mv = W.MultiviewSet(img[:, None].expand(n, views, 3, size, size).contiguous(),
+                        Kh.expand(n, views, 3, 3), uv[:, None].expand(n, views, 17, 2),
+                        torch.ones(n, views, 17, dtype=torch.bool), zr[:, None].expand(n, views, 17),
+                        X[:, None].expand(n, views, 17, 3))
+    return cfg, imgs, mv
+
+
+@pytest.mark.parametrize("mode", ["weak", "full"])
+def test_short_training_lowers_the_loss(mode):
+    cfg, imgs, mv = synthetic_sets(n=8)
+    torch.manual_seed(0)
+    net = W.Weak25DNet(17, cfg)
+    prior = W.bone_ratio_prior(imgs.joints_cam)
+    hist = W.fit(net, mode, imgs, mv, steps=16, batch_2d=8, batch_mv=2, lr=3e-3, prior=prior,
+                 device="cpu", progress=False, log_every=4)
+    _, loss = hist.series("loss")
+    assert loss[-1] < loss[0]
+    assert all(math.isfinite(r["loss"]) for r in hist.records)
+    if mode == "weak":
+        assert "l_mc" in hist.keys() and "l_bone" in hist.keys()
+    metrics = W.evaluate(net, imgs)
+    assert {"MPJPE", "N-MPJPE", "PA-MPJPE"} <= set(metrics)
+    assert all(math.isfinite(metrics[k]) for k in ("MPJPE", "N-MPJPE", "PA-MPJPE"))
