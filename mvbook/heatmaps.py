@@ -38,7 +38,7 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers
+# input validation
 # --------------------------------------------------------------------------------------------
 def _check_tensor(x: object, name: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):

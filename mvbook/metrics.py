@@ -45,7 +45,7 @@ _REDUCTIONS = ("mean", "sum", "none", "per_joint")
 
 
 # --------------------------------------------------------------------------------------------
-# helpers
+# internals
 # --------------------------------------------------------------------------------------------
 def _check_poses(
     pred: Any, gt: Any, names: tuple[str, str] = ("pred", "gt"), broadcast: bool = True

@@ -29,8 +29,9 @@ Parameters come from ``configs/<profile>.yaml``::
 
 then ``-p key=value`` overrides (values parsed as YAML), and ``profile`` is always passed.
 The kernel runs with the environment variables ``MVBOOK_PROFILE`` (the profile),
-``MVBOOK_CHAPTER`` (the file stem), ``MVBOOK_RESULTS`` (the chapter's JSON-lines file) and
-``PYTHONHASHSEED=0``, in the notebook's own folder (as Jupyter and nbval do).
+``MVBOOK_CHAPTER`` (the file stem), ``MVBOOK_RESULTS`` (the chapter's JSON-lines file),
+``PYTHONHASHSEED=0`` and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (deterministic GPU matrix
+products), in the notebook's own folder (as Jupyter and nbval do).
 
 Runs never overwrite an earlier run: a default folder name that exists gets a suffix, an
 explicit ``--out`` that exists is refused. ``resume`` re-enters a run and executes only the
@@ -114,8 +115,9 @@ def default_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def find_notebooks(notebooks_dir: str | os.PathLike[str], only: Iterable[str] | None = None
-                   ) -> list[Path]:
+def find_notebooks(
+    notebooks_dir: str | os.PathLike[str], only: Iterable[str] | None = None
+) -> list[Path]:
     """The chapters ``NN_*.ipynb`` of ``notebooks_dir`` in book order (by number, then name).
 
     ``only`` selects chapters by number (``"1"``, ``"01"``, ``"10"``) or file stem; a selector
@@ -175,7 +177,9 @@ def load_config(profile: str, configs_dir: str | os.PathLike[str]) -> dict[str, 
     if timeout is not None and (
         isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
     ):
-        raise ReportError(f"{path}: cell_timeout must be a positive number or null, got {timeout!r}")
+        raise ReportError(
+            f"{path}: cell_timeout must be a positive number or null, got {timeout!r}"
+        )
     for key in ("parameters", "notebooks"):
         value = config.get(key) or {}
         if not isinstance(value, dict):
@@ -211,8 +215,9 @@ def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def notebook_parameters(path: Path, profile: str, config: Mapping[str, Any],
-                        overrides: Mapping[str, Any]) -> dict[str, Any]:
+def notebook_parameters(
+    path: Path, profile: str, config: Mapping[str, Any], overrides: Mapping[str, Any]
+) -> dict[str, Any]:
     """Parameters of one chapter: global, then per-notebook (by number or stem), then ``-p``;
     ``profile`` always set."""
     params: dict[str, Any] = dict(config.get("parameters") or {})
@@ -266,7 +271,11 @@ def _run_git(args: Sequence[str], cwd: Path) -> str | None:
     try:
         proc = subprocess.run(
             ["git", "--no-optional-locks", *args],
-            cwd=cwd, capture_output=True, text=True, timeout=20, check=False,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -447,6 +456,8 @@ def execute_notebook(
         CHAPTER_ENV: stem,
         PROFILE_ENV: profile,
         "PYTHONHASHSEED": "0",
+        # deterministic cuBLAS (torch.use_deterministic_algorithms asks for it on GPUs)
+        "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"),
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -491,8 +502,7 @@ def collect_notebook_results(run_dir: Path, stem: str) -> list[Result]:
     return results
 
 
-def annotate_notebook(path: Path, run: NotebookRun, results: Sequence[Mapping[str, Any]]
-                      ) -> None:
+def annotate_notebook(path: Path, run: NotebookRun, results: Sequence[Mapping[str, Any]]) -> None:
     """Store status, parameters and results under the executed notebook's metadata
     key ``"mvbook"``."""
     import nbformat
@@ -551,8 +561,9 @@ def export_html(executed: Path, destination: Path) -> None:
                     text = "".join(text)
                 if _TQDM_TEXT.search(text):
                     continue  # a progress bar: its text only shows the first update
-                out["data"] = {"text/plain": "[interactive widget: open the notebook in "
-                                             "Jupyter to use it]"}
+                out["data"] = {
+                    "text/plain": "[interactive widget: open the notebook in Jupyter to use it]"
+                }
             kept.append(out)
         cell.outputs = kept
     exporter = HTMLExporter(
@@ -572,8 +583,9 @@ def export_html(executed: Path, destination: Path) -> None:
 
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n",
-                   encoding="utf-8")
+    tmp.write_text(
+        json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8"
+    )
     tmp.replace(path)
 
 
@@ -589,8 +601,9 @@ def _fmt_seconds(seconds: float | None) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def summary_markdown(env: Mapping[str, Any], runs: Sequence[NotebookRun],
-                     results: Sequence[Mapping[str, Any]]) -> str:
+def summary_markdown(
+    env: Mapping[str, Any], runs: Sequence[NotebookRun], results: Sequence[Mapping[str, Any]]
+) -> str:
     """The Markdown summary: results table, then chapter status and wall time."""
     git = env.get("git") or {}
     commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
@@ -631,7 +644,7 @@ pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
 
 def _page(title: str, body: str) -> str:
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
         f"<body>{body}</body></html>\n"
     )
@@ -639,24 +652,27 @@ def _page(title: str, body: str) -> str:
 
 def summary_html_table(runs: Sequence[NotebookRun], results: Sequence[Mapping[str, Any]]) -> str:
     links = {r.name: r.html for r in runs if r.html}
-    return format_html_table(results, TABLE_COLUMNS, links=links) if results else (
-        "<p>No results recorded.</p>"
+    return (
+        format_html_table(results, TABLE_COLUMNS, links=links)
+        if results
+        else ("<p>No results recorded.</p>")
     )
 
 
-def index_html(env: Mapping[str, Any], runs: Sequence[NotebookRun],
-               results: Sequence[Mapping[str, Any]]) -> str:
+def index_html(
+    env: Mapping[str, Any], runs: Sequence[NotebookRun], results: Sequence[Mapping[str, Any]]
+) -> str:
     """``index.html``: chapters (links, status, time, errors), results table, environment."""
     rows = []
     for run in runs:
         name = html.escape(run.name)
         link = f'<a href="{html.escape(run.html)}">{name}</a>' if run.html else name
-        nb_link = (f' (<a href="{html.escape(run.executed)}">ipynb</a>)' if run.executed else "")
+        nb_link = f' (<a href="{html.escape(run.executed)}">ipynb</a>)' if run.executed else ""
         err = html.escape(run.describe_error())
         rows.append(
-            f"<tr><td>{link}{nb_link}</td><td class=\"{html.escape(run.status)}\">"
-            f"{html.escape(run.status)}</td><td style=\"text-align:right\">"
-            f"{_fmt_seconds(run.wall_s)}</td><td style=\"text-align:right\">{run.results}</td>"
+            f'<tr><td>{link}{nb_link}</td><td class="{html.escape(run.status)}">'
+            f'{html.escape(run.status)}</td><td style="text-align:right">'
+            f'{_fmt_seconds(run.wall_s)}</td><td style="text-align:right">{run.results}</td>'
             f"<td>{err}</td></tr>"
         )
     git = env.get("git") or {}
@@ -672,7 +688,7 @@ def index_html(env: Mapping[str, Any], runs: Sequence[NotebookRun],
         ("seeds", ", ".join(str(s) for s in env.get("seeds") or [])),
     ]
     env_table = "".join(
-        f"<tr><th style=\"text-align:left\">{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+        f'<tr><th style="text-align:left">{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>'
         for k, v in env_rows
     )
     body = (
@@ -710,14 +726,19 @@ class ReportOptions:
     progress_bar: bool | None = None  # None: papermill's bar when stderr is a terminal
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _log(stream: TextIO | None, message: str) -> None:
     print(message, file=stream or sys.stdout, flush=True)
 
 
 def _env_document(env: dict[str, Any], runs: Sequence[NotebookRun]) -> dict[str, Any]:
     doc = dict(env)
-    doc["seeds"] = sorted({r.parameters.get("seed") for r in runs
-                           if r.parameters.get("seed") is not None}, key=str)
+    doc["seeds"] = sorted(
+        {r.parameters.get("seed") for r in runs if r.parameters.get("seed") is not None}, key=str
+    )
     doc["notebooks"] = [r.to_json() for r in runs]
     return doc
 
@@ -732,20 +753,30 @@ def _finish(run_dir: Path, env: dict[str, Any], runs: Sequence[NotebookRun]) -> 
     env["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     doc = _env_document(env, runs)
     _write_json(run_dir / ENVIRONMENT_FILE, doc)
-    _write_json(run_dir / RESULTS_FILE, {
-        "run": env.get("run"),
-        "profile": env.get("profile"),
-        "results": [r.to_json() for r in results],
-    })
+    _write_json(
+        run_dir / RESULTS_FILE,
+        {
+            "run": env.get("run"),
+            "profile": env.get("profile"),
+            "results": [r.to_json() for r in results],
+        },
+    )
     (run_dir / "summary.md").write_text(summary_markdown(doc, runs, results), encoding="utf-8")
     (run_dir / "summary.html").write_text(
-        _page("mvbook results", summary_html_table(runs, results)), encoding="utf-8")
+        _page("mvbook results", summary_html_table(runs, results)), encoding="utf-8"
+    )
     (run_dir / "index.html").write_text(index_html(doc, runs, results), encoding="utf-8")
     return results
 
 
-def execute_runs(run_dir: Path, env: dict[str, Any], runs: list[NotebookRun],
-                 notebooks_dir: Path, opts: ReportOptions, stream: TextIO | None = None) -> int:
+def execute_runs(
+    run_dir: Path,
+    env: dict[str, Any],
+    runs: list[NotebookRun],
+    notebooks_dir: Path,
+    opts: ReportOptions,
+    stream: TextIO | None = None,
+) -> int:
     """Execute every run not yet ``ok``; write environment, results, summaries and index.
 
     Returns the number of chapters that failed.
@@ -761,22 +792,35 @@ def execute_runs(run_dir: Path, env: dict[str, Any], runs: list[NotebookRun],
         source = notebooks_dir / f"{run.name}.ipynb"
         if not source.exists():
             run.status = "failed"
-            run.error = {"cell": None, "execution_count": None, "source": None,
-                         "ename": "FileNotFoundError", "evalue": f"{source} does not exist",
-                         "traceback": ""}
+            run.error = {
+                "cell": None,
+                "execution_count": None,
+                "source": None,
+                "ename": "FileNotFoundError",
+                "evalue": f"{source} does not exist",
+                "traceback": "",
+            }
             _log(stream, f"{label}: FAILED: {source} does not exist")
             _write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
             continue
-        _log(stream, f"{label}: running (profile {opts.profile}, "
-                     f"timeout {_fmt_seconds(env.get('cell_timeout')) or 'none'} per cell)")
+        _log(
+            stream,
+            f"{label}: running (profile {opts.profile}, "
+            f"timeout {_fmt_seconds(env.get('cell_timeout')) or 'none'} per cell)",
+        )
         run.status = "running"
         run.error = None
         run.started_utc = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         _write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
         start = time.perf_counter()
         run.status, run.error = execute_notebook(
-            source, run_dir, run.parameters, profile=opts.profile,
-            cell_timeout=env.get("cell_timeout"), kernel=opts.kernel, progress_bar=progress,
+            source,
+            run_dir,
+            run.parameters,
+            profile=opts.profile,
+            cell_timeout=env.get("cell_timeout"),
+            kernel=opts.kernel,
+            progress_bar=progress,
         )
         run.wall_s = round(time.perf_counter() - start, 3)
         executed = run_dir / f"{run.name}.ipynb"
@@ -796,10 +840,14 @@ def execute_runs(run_dir: Path, env: dict[str, Any], runs: list[NotebookRun],
                 run.html, run.html_error = None, f"{type(exc).__name__}: {exc}"
                 _log(stream, f"{label}: HTML export failed: {run.html_error}")
         if run.status == "ok":
-            _log(stream, f"{label}: ok in {_fmt_seconds(run.wall_s)} ({run.results} results)")
+            _log(
+                stream,
+                f"{label}: ok in {_fmt_seconds(run.wall_s)} ({_plural(run.results, 'result')})",
+            )
         else:
-            _log(stream, f"{label}: FAILED after {_fmt_seconds(run.wall_s)}: "
-                         f"{run.describe_error()}")
+            _log(
+                stream, f"{label}: FAILED after {_fmt_seconds(run.wall_s)}: {run.describe_error()}"
+            )
             src = (run.error or {}).get("source") or ""
             for line in src.strip().splitlines()[:8]:
                 _log(stream, f"    | {line}")
@@ -810,15 +858,23 @@ def execute_runs(run_dir: Path, env: dict[str, Any], runs: list[NotebookRun],
         _write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
     results = _finish(run_dir, env, runs)
     failed = [r for r in runs if r.status != "ok"]
-    _log(stream, f"{n - len(failed)} of {n} notebooks ok, {len(results)} results -> {run_dir}")
+    _log(
+        stream,
+        f"{n - len(failed)} of {n} notebooks ok, {_plural(len(results), 'result')} -> {run_dir}",
+    )
     for run in failed:
         _log(stream, f"  FAILED {run.name}: {run.describe_error()}")
     _log(stream, f"summary: {run_dir / 'summary.md'}   index: {run_dir / 'index.html'}")
     return len(failed)
 
 
-def _base_env(opts: ReportOptions, run_dir: Path, notebooks_dir: Path,
-              config: Mapping[str, Any], cell_timeout: float | None) -> dict[str, Any]:
+def _base_env(
+    opts: ReportOptions,
+    run_dir: Path,
+    notebooks_dir: Path,
+    config: Mapping[str, Any],
+    cell_timeout: float | None,
+) -> dict[str, Any]:
     env: dict[str, Any] = {
         "run": run_dir.name,
         "profile": opts.profile,
@@ -843,12 +899,16 @@ def run_report(opts: ReportOptions, stream: TextIO | None = None) -> tuple[Path,
     if not notebooks:
         raise ReportError(f"no notebooks NN_*.ipynb in {opts.notebooks_dir}")
     config = load_config(opts.profile, opts.configs_dir)
-    cell_timeout = opts.cell_timeout if opts.cell_timeout is not None else config.get(
-        "cell_timeout")
+    cell_timeout = (
+        opts.cell_timeout if opts.cell_timeout is not None else config.get("cell_timeout")
+    )
     cell_timeout = cell_timeout or None  # 0: no limit
     runs = [
-        NotebookRun(name=p.stem, source=str(p),
-                    parameters=notebook_parameters(p, opts.profile, config, opts.overrides))
+        NotebookRun(
+            name=p.stem,
+            source=str(p),
+            parameters=notebook_parameters(p, opts.profile, config, opts.overrides),
+        )
         for p in notebooks
     ]
     run_dir = claim_out_dir(opts.out) if opts.out else new_run_dir(opts.reports_dir, opts.profile)
@@ -870,8 +930,9 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], list[NotebookRun]]:
     return env, runs
 
 
-def resume_report(run_dir: Path, opts: ReportOptions, stream: TextIO | None = None
-                  ) -> tuple[Path, int]:
+def resume_report(
+    run_dir: Path, opts: ReportOptions, stream: TextIO | None = None
+) -> tuple[Path, int]:
     """Re-enter ``run_dir`` and execute the chapters that did not succeed there.
 
     The run keeps its profile, notebooks folder, cell timeout and each chapter's parameters;
@@ -888,10 +949,14 @@ def resume_report(run_dir: Path, opts: ReportOptions, stream: TextIO | None = No
             run.parameters.update(opts.overrides)
             run.parameters["profile"] = opts.profile
     env.setdefault("resumed_utc", []).append(
-        _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    )
     todo = sum(r.status != "ok" for r in runs)
-    _log(stream, f"mvbook report: resuming {run_dir} (profile {opts.profile}): "
-                 f"{len(runs) - todo} ok, {todo} to run")
+    _log(
+        stream,
+        f"mvbook report: resuming {run_dir} (profile {opts.profile}): "
+        f"{len(runs) - todo} ok, {todo} to run",
+    )
     failed = execute_runs(run_dir, env, runs, notebooks_dir, opts, stream)
     return run_dir, failed
 
@@ -912,6 +977,7 @@ def compare_results(
     Values agree when ``|a - e| <= atol + rtol * |e|`` (both ``null`` also agree). Returns one
     line per difference: missing, extra or differing results; ``[]`` when they agree.
     """
+
     def key(r: Mapping[str, Any]) -> tuple[Any, ...]:
         return (r.get("chapter"), r.get("name"), r.get("data"), r.get("split"))
 
@@ -943,8 +1009,14 @@ def compare_results(
     return diffs
 
 
-def verify_report(run_dir: Path, opts: ReportOptions, *, rtol: float = 1e-6, atol: float = 0.0,
-                  stream: TextIO | None = None) -> tuple[Path, int, list[str]]:
+def verify_report(
+    run_dir: Path,
+    opts: ReportOptions,
+    *,
+    rtol: float = 1e-6,
+    atol: float = 0.0,
+    stream: TextIO | None = None,
+) -> tuple[Path, int, list[str]]:
     """Re-execute the chapters of ``run_dir`` with their recorded parameters into a new folder
     and compare ``results.json``. Returns ``(new folder, number failed, differences)``."""
     env, runs = load_run(run_dir)
@@ -959,20 +1031,24 @@ def verify_report(run_dir: Path, opts: ReportOptions, *, rtol: float = 1e-6, ato
         keep = {p.stem for p in find_notebooks(notebooks_dir, opts.only)}
         runs = [r for r in runs if r.name in keep]
         expected = [r for r in expected if r.get("chapter") in keep]
-    fresh = [NotebookRun(name=r.name, source=r.source, parameters=dict(r.parameters))
-             for r in runs]
-    out = claim_out_dir(opts.out) if opts.out else new_run_dir(
-        opts.reports_dir, opts.profile, suffix="-verify")
+    fresh = [NotebookRun(name=r.name, source=r.source, parameters=dict(r.parameters)) for r in runs]
+    out = (
+        claim_out_dir(opts.out)
+        if opts.out
+        else new_run_dir(opts.reports_dir, opts.profile, suffix="-verify")
+    )
     _log(stream, f"mvbook report: verifying {run_dir} ({len(fresh)} notebooks) -> {out}")
     new_env = dict(env)
-    new_env.update({
-        "run": out.name,
-        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "finished_utc": None,
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "verify_of": str(run_dir.resolve()),
-        "verify_tolerance": {"rtol": rtol, "atol": atol},
-    })
+    new_env.update(
+        {
+            "run": out.name,
+            "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "finished_utc": None,
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "verify_of": str(run_dir.resolve()),
+            "verify_tolerance": {"rtol": rtol, "atol": atol},
+        }
+    )
     new_env.pop("resumed_utc", None)
     new_env.update(capture_environment(notebooks_dir.resolve()))
     _write_json(out / ENVIRONMENT_FILE, _env_document(new_env, fresh))
@@ -980,12 +1056,18 @@ def verify_report(run_dir: Path, opts: ReportOptions, *, rtol: float = 1e-6, ato
     actual = read_json(out / RESULTS_FILE).get("results", [])
     diffs = compare_results(expected, actual, rtol=rtol, atol=atol)
     if diffs:
-        _log(stream, f"verify: {len(diffs)} difference(s) between {run_dir} and {out} "
-                     f"(rtol {rtol:g}, atol {atol:g}):")
+        _log(
+            stream,
+            f"verify: {len(diffs)} difference(s) between {run_dir} and {out} "
+            f"(rtol {rtol:g}, atol {atol:g}):",
+        )
         for line in diffs:
             _log(stream, f"  {line}")
     else:
-        _log(stream, f"verify: all {len(expected)} results agree (rtol {rtol:g}, atol {atol:g})")
+        _log(
+            stream,
+            f"verify: all results agree ({len(expected)} compared, rtol {rtol:g}, atol {atol:g})",
+        )
     return out, failed, diffs
 
 

@@ -36,7 +36,8 @@ seeds, per-notebook parameters, status and wall time).
 
 --resume DIR executes, in DIR, only the notebooks that did not succeed there.
 --verify DIR re-executes DIR's notebooks with DIR's parameters into a new folder
-(<UTC>-<profile>-verify) and compares results.json: |ours - theirs| <= atol + rtol*|theirs|
+(<UTC>-<profile>-verify, next to DIR unless --out or --reports-dir is given) and compares
+results.json: |ours - theirs| <= atol + rtol*|theirs|
 (default rtol 1e-6, atol 0); differences are printed and the exit status is 1.
 
 exit status: 0 all ok; 1 a notebook failed or results differ; 2 the run could not start.
@@ -64,40 +65,90 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser(
         "report",
         help="execute the notebooks with papermill into a report run (results, HTML, summary)",
-        description=__doc__.splitlines()[0],
+        description="Execute the book's notebooks with papermill into a new report run: "
+        "executed notebooks, offline HTML, results table, environment.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--profile", choices=PROFILES, default=None,
-                        help="sizes of every chapter: smoke (seconds), quick (default; minutes "
-                             "on a 2-core CPU), full (GPU, real data)")
-    parser.add_argument("--only", type=_only, metavar="LIST",
-                        help="comma-separated chapter numbers or file stems, e.g. 01,10")
-    parser.add_argument("--out", type=Path, metavar="DIR",
-                        help="run folder to create (refused if it exists and is not empty); "
-                             "default: <reports-dir>/<UTC time>-<profile>")
-    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
-                        dest="parameters",
-                        help="override a notebook parameter in every chapter (value read as "
-                             "YAML: 1, 0.5, true, cpu); repeatable")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="sizes of every chapter: smoke (seconds), quick (default; minutes "
+        "on a 2-core CPU), full (GPU, real data); --resume and --verify "
+        "keep the profile of their run",
+    )
+    parser.add_argument(
+        "--only",
+        type=_only,
+        metavar="LIST",
+        help="comma-separated chapter numbers or file stems, e.g. 01,10",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="run folder to create (refused if it exists and is not empty); "
+        "default: <reports-dir>/<UTC time>-<profile>",
+    )
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="parameters",
+        help="override a notebook parameter in every chapter (value read as "
+        "YAML: 1, 0.5, true, cpu); repeatable",
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", type=Path, metavar="DIR",
-                      help="continue the run in DIR: skip notebooks that succeeded there")
-    mode.add_argument("--verify", type=Path, metavar="DIR",
-                      help="re-run DIR's notebooks with the same parameters into a new folder "
-                           "and compare results.json")
-    parser.add_argument("--rtol", type=float, default=1e-6,
-                        help="relative tolerance of --verify (default 1e-6)")
-    parser.add_argument("--atol", type=float, default=0.0,
-                        help="absolute tolerance of --verify (default 0)")
-    parser.add_argument("--notebooks", type=Path, metavar="DIR", default=None,
-                        help="folder of the NN_*.ipynb notebooks (default: notebooks/)")
-    parser.add_argument("--configs", type=Path, metavar="DIR", default=None,
-                        help="folder of <profile>.yaml (default: configs/)")
-    parser.add_argument("--reports-dir", type=Path, metavar="DIR", default=None,
-                        help="parent of new run folders (default: reports/)")
-    parser.add_argument("--cell-timeout", type=_timeout, metavar="SECONDS", default=None,
-                        help="per-cell timeout, overriding the profile's config (0: none)")
+    mode.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the run in DIR: skip notebooks that succeeded there",
+    )
+    mode.add_argument(
+        "--verify",
+        type=Path,
+        metavar="DIR",
+        help="re-run DIR's notebooks with the same parameters into a new folder "
+        "and compare results.json",
+    )
+    parser.add_argument(
+        "--rtol", type=float, default=1e-6, help="relative tolerance of --verify (default 1e-6)"
+    )
+    parser.add_argument(
+        "--atol", type=float, default=0.0, help="absolute tolerance of --verify (default 0)"
+    )
+    parser.add_argument(
+        "--notebooks",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="folder of the NN_*.ipynb notebooks (default: notebooks/)",
+    )
+    parser.add_argument(
+        "--configs",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="folder of <profile>.yaml (default: configs/)",
+    )
+    parser.add_argument(
+        "--reports-dir",
+        type=Path,
+        metavar="DIR",
+        default=None,
+        help="parent of new run folders (default: reports/)",
+    )
+    parser.add_argument(
+        "--cell-timeout",
+        type=_timeout,
+        metavar="SECONDS",
+        default=None,
+        help="per-cell timeout, overriding the profile's config (0: none)",
+    )
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel (default python3)")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML export")
     parser.set_defaults(func=main)
@@ -133,6 +184,8 @@ def main(args: argparse.Namespace) -> int:
         if args.verify is not None:
             if args.parameters:
                 raise ReportError("--verify re-uses the parameters of the run; drop -p")
+            if args.reports_dir is None:  # the new run goes next to the one it verifies
+                opts.reports_dir = args.verify.resolve().parent
             _, failed, diffs = verify_report(args.verify, opts, rtol=args.rtol, atol=args.atol)
             return 1 if failed or diffs else 0
         if args.resume is not None:

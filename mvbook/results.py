@@ -138,8 +138,7 @@ def _as_number(value: Any, argname: str, *, allow_none: bool) -> float | None:
             raise TypeError(f"{argname} must hold a real number, got {item!r}")
         return float(item)
     raise TypeError(
-        f"{argname} must be a real number or a one-element tensor/array, "
-        f"got {type(value).__name__}"
+        f"{argname} must be a real number or a one-element tensor/array, got {type(value).__name__}"
     )
 
 
@@ -174,8 +173,9 @@ def make_result(
     if not isinstance(lower_is_better, bool):
         raise TypeError(f"lower_is_better must be a bool, got {lower_is_better!r}")
     return Result(
-        chapter=_optional_str(chapter if chapter is not None else os.environ.get(CHAPTER_ENV),
-                              "chapter"),
+        chapter=_optional_str(
+            chapter if chapter is not None else os.environ.get(CHAPTER_ENV), "chapter"
+        ),
         name=name,
         value=_as_number(value, "value", allow_none=False),
         paper=_as_number(paper, "paper", allow_none=True),
@@ -184,8 +184,9 @@ def make_result(
         split=_optional_str(split, "split"),
         note=_optional_str(note, "note"),
         lower_is_better=lower_is_better,
-        profile=_optional_str(profile if profile is not None else os.environ.get(PROFILE_ENV),
-                              "profile"),
+        profile=_optional_str(
+            profile if profile is not None else os.environ.get(PROFILE_ENV), "profile"
+        ),
     )
 
 

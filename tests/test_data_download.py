@@ -74,7 +74,9 @@ def server():
     _Handler.ignore_range = set()
     _Handler.log = []
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler
     httpd.shutdown()
@@ -161,7 +163,9 @@ def test_panoptic_fetch_layout(server, tmp_path):
     rels = sorted(str(Path(p).relative_to(tmp_path)) for p in paths)
     assert rels == sorted([f"{seq}/calibration_{seq}.json", f"{seq}/hdPose3d_stage1_coco19.tar",
                            f"{seq}/hdVideos/hd_00_03.mp4", f"{seq}/hdVideos/hd_00_06.mp4"])  # fmt: skip
-    assert (tmp_path / seq / "hdVideos" / "hd_00_03.mp4").read_bytes() == f"{seq}/hdVideos/hd_00_03.mp4".encode()
+    assert (
+        tmp_path / seq / "hdVideos" / "hd_00_03.mp4"
+    ).read_bytes() == f"{seq}/hdVideos/hd_00_03.mp4".encode()
     assert len(read_ledger(tmp_path)) == 4
     from mvbook.data.cli import check_raw
 

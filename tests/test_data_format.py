@@ -249,3 +249,35 @@ def test_matches_geometry_camera_when_available():
     )
     uv_t = cam.project(torch.tensor(X)[None])
     np.testing.assert_allclose(uv_t.numpy(), uv, atol=1e-6)
+
+
+def test_resize_matches_geometry_camera_when_available():
+    geometry = pytest.importorskip("mvbook.geometry")
+    if not hasattr(geometry, "Camera"):
+        pytest.skip("mvbook.geometry.Camera not available yet")
+    K, R, t, d = look_at_rig(2, (64, 48))
+    cam = geometry.Camera(
+        K=torch.tensor(K),
+        R=torch.tensor(R),
+        t=torch.tensor(t),
+        dist=torch.tensor(d),
+        image_size=torch.tensor([[64, 48]] * 2),
+    )
+    np.testing.assert_allclose(
+        cam.resize((40, 30)).K.numpy(), resize_intrinsics(K, (64, 48), (40, 30)), atol=1e-9
+    )
+
+
+def test_sample_cameras_project_to_joints2d(dataset_dir):
+    geometry = pytest.importorskip("mvbook.geometry")
+    if not hasattr(geometry, "Camera"):
+        pytest.skip("mvbook.geometry.Camera not available yet")
+    from mvbook.data import sample_cameras
+
+    root, _ = dataset_dir
+    s = MultiviewDataset(root)[0]
+    cams = sample_cameras(s)
+    uv = cams.project(s["joints3d"].double().reshape(1, P * J, 3)).reshape(C, P, J, 2)
+    valid = s["person_valid"][None, :, None].expand(C, P, J)
+    err = (uv.float() - s["joints2d"]).norm(dim=-1)[valid]
+    assert float(err.max()) < 1e-2

@@ -253,3 +253,23 @@ def test_evaluate_and_tables(crops):
     assert names == list(preds) and cols[-1] == "average" and values.shape == (4, 3)
     _, _, absolute = lt.errors_table(results, crops.actions, root_joint=None)
     assert np.isfinite(values[:, -1]).all() and np.isfinite(absolute[:, -1]).all()
+
+
+def test_cached_backbone_gives_the_same_predictions(crops):
+    torch.manual_seed(0)
+    cfg = small_config(freeze_backbone=True)
+    backbone = SimpleBaseline(J, cfg.backbone).eval()
+    cached = lt.cache_backbone(backbone, crops, dtype=torch.float32)
+    assert cached.tensors["heatmaps"].shape[:3] == (6, 4, J)
+    alg = lt.AlgebraicTriangulationNet(backbone, cfg).eval()
+    vol = lt.VolumetricTriangulationNet(backbone, cfg).eval()
+    for p in (lt.algebraic_predictor(alg), lt.volumetric_predictor(vol), lt.naive_predictor(backbone)):
+        a = lt.evaluate(p, crops, batch_size=3)["pred"]
+        b = lt.evaluate(p, cached, batch_size=3, views=None)["pred"]
+        torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-4)
+    # a trainable backbone refuses cached outputs
+    with pytest.raises(ValueError, match="freeze_backbone"):
+        lt.AlgebraicTriangulationNet(backbone, small_config())(
+            crops.tensors["images"][:1], crops.tensors["P"][:1],
+            cached=lt.BackboneOutput(*(cached.tensors[k][:1] for k in lt.CACHE_KEYS)),
+        )

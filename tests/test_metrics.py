@@ -593,3 +593,15 @@ def test_retrieval_exact_copies_in_other_views_give_zero_at_1():
         )
         > 1.0
     )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_metrics_on_cuda_match_cpu():
+    gt = _rand_pose(3, 2, 15, seed=50)
+    pred = gt + _rand_pose(3, 2, 15, seed=51) * 0.1
+    scores = torch.rand(3, 2, dtype=torch.float64)
+    cpu = multiperson_ap(pred, gt, scores)
+    gpu = multiperson_ap(pred.to("cuda"), gt.to("cuda"), scores.to("cuda"))
+    assert cpu == pytest.approx(gpu)
+    for fn in (mpjpe, pa_mpjpe, n_mpjpe, pck3d, auc3d):
+        assert fn(pred.to("cuda"), gt.to("cuda")).item() == pytest.approx(fn(pred, gt).item())

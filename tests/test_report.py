@@ -26,6 +26,7 @@ from mvbook.report import (
     notebook_parameters,
     parse_overrides,
 )
+from mvbook.results import results_from_notebook
 
 FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 CONFIG = """\
@@ -83,8 +84,11 @@ def results_of(run: Path) -> dict[tuple[str, str], dict]:
 def test_failure_is_reported_and_others_still_run(first_run):
     rc, out, run = first_run
     assert rc == 1
-    assert re.search(r"02_fails: FAILED after .*: cell 4 \(In \[\d+\]\): ValueError: "
-                     r"deliberate failure for the test", out), out
+    assert re.search(
+        r"02_fails: FAILED after .*: cell 4 \(In \[\d+\]\): ValueError: "
+        r"deliberate failure for the test",
+        out,
+    ), out
     assert 'raise ValueError("deliberate failure for the test")' in out
     assert re.search(r"\[1/3\] 01_measure: ok in [\d.]+ s \(2 results\)", out), out
     assert re.search(r"\[3/3\] 03_plain: ok in", out), out
@@ -106,12 +110,21 @@ def test_parameters_results_and_summaries(first_run):
     assert re.fullmatch(r"\d{8}T\d{6}Z-smoke", run.name)
     env = json.loads((run / "environment.json").read_text())
     params = {n["name"]: n["parameters"] for n in env["notebooks"]}
-    assert params["01_measure"] == {"seed": 3, "device": "cpu", "data": "fixture-data",
-                                    "scale": 2.0, "profile": "smoke"}
+    assert params["01_measure"] == {
+        "seed": 3,
+        "device": "cpu",
+        "data": "fixture-data",
+        "scale": 2.0,
+        "profile": "smoke",
+    }
     assert params["03_plain"]["data"] == "per-notebook-data"
     results = results_of(run)
-    assert set(results) == {("01_measure", "MPJPE"), ("01_measure", "PCK@150"),
-                            ("02_fails", "before the failure"), ("03_plain", "answer")}
+    assert set(results) == {
+        ("01_measure", "MPJPE"),
+        ("01_measure", "PCK@150"),
+        ("02_fails", "before the failure"),
+        ("03_plain", "answer"),
+    }
     pck = results[("01_measure", "PCK@150")]
     assert pck["value"] == 3.5 and pck["unit"] == "%" and pck["lower_is_better"] is False
     mpjpe = results[("01_measure", "MPJPE")]
@@ -142,6 +155,10 @@ def test_parameters_results_and_summaries(first_run):
     nb = nbformat.read(run / "01_measure.ipynb", as_version=4)
     meta = nb.metadata["mvbook"]
     assert meta["status"] == "ok" and len(meta["results"]) == 2
+    # ... and in the metadata of the outputs that record() displayed
+    shown = results_from_notebook(nb)
+    assert [r["name"] for r in shown] == ["MPJPE", "PCK@150"]
+    assert shown[0]["value"] == mpjpe["value"]
 
 
 def test_html_embeds_plotly_and_needs_no_cdn(first_run):
@@ -192,7 +209,7 @@ def test_verify_passes_on_identical_results(first_run, tmp_path, capsys):
     rc = cli("--verify", str(run), "--only", "03", "--out", str(tmp_path / "again"))
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "verify: all 1 results agree" in out
+    assert "verify: all results agree (1 compared, rtol 1e-06, atol 0)" in out
     env = json.loads((tmp_path / "again" / "environment.json").read_text())
     assert env["verify_of"] == str(run.resolve())
     (params,) = [n["parameters"] for n in env["notebooks"]]
@@ -217,8 +234,18 @@ def test_verify_fails_on_changed_results(first_run, tmp_path, capsys):
 
 
 def test_cell_timeout_is_reported(configs, tmp_path, capsys):
-    rc = cli("--profile", "smoke", *common(configs, tmp_path), "--only", "3", "-p", "sleep=30",
-             "--cell-timeout", "1", "--no-html")
+    rc = cli(
+        "--profile",
+        "smoke",
+        *common(configs, tmp_path),
+        "--only",
+        "3",
+        "-p",
+        "sleep=30",
+        "--cell-timeout",
+        "1",
+        "--no-html",
+    )
     out = capsys.readouterr().out
     assert rc == 1
     assert re.search(r"03_plain: FAILED after .*: cell 3 \(In \[\d+\]\): CellTimeoutError", out)
@@ -242,7 +269,8 @@ def test_find_notebooks_order_and_selection(tmp_path):
 def test_config_and_parameters(tmp_path):
     (tmp_path / "quick.yaml").write_text(
         "profile: quick\ncell_timeout: 1800\nparameters: {seed: 0, data: studio}\n"
-        "notebooks:\n  '10': {seed: 5}\n  02_x: {data: other}\n")
+        "notebooks:\n  '10': {seed: 5}\n  02_x: {data: other}\n"
+    )
     config = load_config("quick", tmp_path)
     assert config["cell_timeout"] == 1800
     p10 = notebook_parameters(Path("10_y.ipynb"), "quick", config, {})
@@ -269,16 +297,25 @@ def test_shipped_configs(profile):
 
 def test_parse_overrides():
     assert parse_overrides(["seed=1", "device=cpu", "lr=1e-3", "flag=false", "name="]) == {
-        "seed": 1, "device": "cpu", "lr": 1e-3, "flag": False, "name": ""}
+        "seed": 1,
+        "device": "cpu",
+        "lr": 1e-3,
+        "flag": False,
+        "name": "",
+    }
     with pytest.raises(ReportError, match="key=value"):
         parse_overrides(["seed"])
 
 
 def test_compare_results_tolerance():
-    a = [{"chapter": "c", "name": "m", "data": None, "split": None, "value": 1.0},
-         {"chapter": "c", "name": "gone", "data": None, "split": None, "value": 2.0}]
-    b = [{"chapter": "c", "name": "m", "data": None, "split": None, "value": 1.0 + 1e-9},
-         {"chapter": "c", "name": "new", "data": None, "split": None, "value": 3.0}]
+    a = [
+        {"chapter": "c", "name": "m", "data": None, "split": None, "value": 1.0},
+        {"chapter": "c", "name": "gone", "data": None, "split": None, "value": 2.0},
+    ]
+    b = [
+        {"chapter": "c", "name": "m", "data": None, "split": None, "value": 1.0 + 1e-9},
+        {"chapter": "c", "name": "new", "data": None, "split": None, "value": 3.0},
+    ]
     diffs = compare_results(a, b)
     assert any(d.startswith("missing: c | gone") for d in diffs)
     assert any(d.startswith("extra: c | new") for d in diffs)
@@ -292,6 +329,45 @@ def test_help_describes_the_command(capsys):
     with pytest.raises(SystemExit):
         cli("--help")
     text = capsys.readouterr().out
-    for word in ("--profile", "--only", "--resume", "--verify", "--out", "-p KEY=VALUE",
-                 "environment.json", "results.json", "rtol"):
+    for word in (
+        "--profile",
+        "--only",
+        "--resume",
+        "--verify",
+        "--out",
+        "-p KEY=VALUE",
+        "environment.json",
+        "results.json",
+        "rtol",
+    ):
         assert word in text
+
+
+def test_nbval_sanitize_config():
+    from nbval.plugin import get_sanitize_patterns
+
+    text = (Path(__file__).parents[1] / "configs" / "nbval_sanitize.cfg").read_text()
+    patterns = get_sanitize_patterns(text)
+    assert len(patterns) >= 10
+    sample = (
+        '<div id="955a54f2-01a6-48a3-bea7-810ce148c688"></div> <object at 0x7f3a2c1d9e50> '
+        "2026-11-23T14:25:17+00:00 train: 100%|##| 3/3 [00:01<00:00, 2.51it/s] done in 12.3 s "
+        "model 76d3e48620804a5ab0175d36d13e7bf3 mvbook: profile=smoke seed=0 device=cuda:0 "
+        "(NVIDIA H100) torch=2.13.0+cpu"
+    )
+    for regex, replace in patterns:
+        sample = re.sub(regex, replace, sample)
+    for gone in (
+        "955a54f2",
+        "0x7f3a",
+        "14:25",
+        "2.51it/s",
+        "00:01",
+        "12.3 s",
+        "76d3e486",
+        "cuda:0",
+        "H100",
+        "2.13.0",
+    ):
+        assert gone not in sample, (gone, sample)
+    assert "profile=smoke seed=0" in sample

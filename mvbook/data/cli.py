@@ -139,7 +139,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _expand(args: argparse.Namespace, *names: str) -> None:
+    for n in names:
+        if getattr(args, n, None):
+            setattr(args, n, str(Path(getattr(args, n)).expanduser()))
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
+    _expand(args, "raw")
     name = args.dataset
     raw = Path(args.raw)
     try:
@@ -191,6 +198,7 @@ def _read_checksums(path: str | None) -> dict[str, str] | None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    _expand(args, "raw", "out", "camera_file")
     name = args.dataset
     m = _module(name)
     size = parse_image_size(args.image_size, getattr(m, "DEFAULT_IMAGE_SIZE", (512, 512)))
@@ -229,6 +237,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    _expand(args, "path")
     path = Path(args.path)
     if args.dataset and not (path / MANIFEST).exists():
         problems = check_raw(args.dataset, path)

@@ -9,6 +9,7 @@ streams everything through :class:`mvbook.data.format.DatasetWriter` (atomic, re
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from collections.abc import Sequence
@@ -169,7 +170,16 @@ class VideoReader:
 
     @property
     def frame_count(self) -> int:
+        """Frame count reported by the container (may be approximate for some codecs)."""
         return int(self._cap.get(self._cv2.CAP_PROP_FRAME_COUNT))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(W, H)`` of the frames."""
+        cv2 = self._cv2
+        return int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(
+            self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+        )
 
     def read(self, frame: int) -> np.ndarray:
         if frame < self._next:
@@ -255,6 +265,12 @@ def convert_records(
     P = max(P, 1)
     W, H = int(image_size[0]), int(image_size[1])
     use_valid = any(r.joints3d_valid is not None for r in records)
+    h = hashlib.sha256(repr((W, H, P, bbox_margin)).encode())
+    for r in records:
+        h.update(
+            repr((r.sequence, r.frame, r.subject, r.split, [s.path for s in r.images])).encode()
+        )
+        h.update(np.ascontiguousarray(r.joints3d, np.float64).tobytes())
     writer = DatasetWriter(
         out,
         num_samples=len(records),
@@ -270,6 +286,7 @@ def convert_records(
         splits=splits,
         provenance=provenance,
         overwrite=overwrite,
+        fingerprint=h.hexdigest(),
     )
     todo = writer.missing()
     loader = ImageLoader()

@@ -314,6 +314,8 @@ class DatasetWriter:
         overwrite: replace an existing ``root`` (only after the new folder is complete).
         resume: if a compatible partial folder of an interrupted run exists, continue it
             (see :attr:`written`); an incompatible one is discarded and restarted.
+        fingerprint: a string identifying the content to write (e.g. a hash of the source frame
+            list); a partial folder is only resumed when it matches.
 
     Usage::
 
@@ -344,8 +346,9 @@ class DatasetWriter:
         provenance: Mapping[str, Any] | None = None,
         overwrite: bool = False,
         resume: bool = True,
+        fingerprint: str = "",
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         for name, v in (
             ("num_samples", num_samples),
             ("num_views", num_views),
@@ -403,6 +406,7 @@ class DatasetWriter:
             + [k for k in optional_keys if not SAMPLE_KEYS[k].static],
             "static_keys": [k for k in optional_keys if SAMPLE_KEYS[k].static],
             "splits": {k: list(v) for k, v in (splits or {}).items()},
+            "fingerprint": fingerprint,
         }
         self.provenance = dict(provenance or {})
         self.tmp = _partial_dir(self.root)
@@ -593,6 +597,8 @@ class DatasetWriter:
         }
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         old = None
+        if self.root.is_dir() and not any(self.root.iterdir()):
+            self.root.rmdir()  # an empty placeholder folder is not a dataset to protect
         if self.root.exists():
             if not self.overwrite:
                 raise FileExistsError(f"{self.root} appeared while writing; not overwriting it")
@@ -671,7 +677,7 @@ def write_dataset(
 
 def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
     """Load ``manifest.json`` of a dataset folder with a clear error when it is not one."""
-    root = Path(root)
+    root = Path(root).expanduser()
     path = root / MANIFEST
     if not path.exists():
         hint = ""
@@ -719,7 +725,7 @@ class MultiviewDataset(torch.utils.data.Dataset):
         transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         keys: Sequence[str] | None = None,
     ) -> None:
-        self.root = Path(root)
+        self.root = Path(root).expanduser()
         self.manifest = read_manifest(self.root)
         m = self.manifest
         self.skeleton: str = m["skeleton"]
@@ -921,7 +927,8 @@ def verify_dataset(
         max_samples: check reprojection on at most this many samples (evenly spaced).
         raise_on_error: raise ``DatasetFormatError`` with the report instead of returning it.
     """
-    rep = VerifyReport(Path(root))
+    root = Path(root).expanduser()
+    rep = VerifyReport(root)
     try:
         m = read_manifest(root)
     except DatasetFormatError as err:
@@ -929,7 +936,6 @@ def verify_dataset(
         if raise_on_error:
             raise
         return rep
-    root = Path(root)
     N, C, P, J = m["num_samples"], m["num_views"], m["num_persons"], m["num_joints"]
     W, H = m["image_size"]
     sizes = {"C": C, "P": P, "J": J, "H": H, "W": W}

@@ -193,7 +193,7 @@ def build_records(
             for v in videos:
                 try:
                     r = VideoReader(v)
-                    sizes.append((int(r._cap.get(3)), int(r._cap.get(4))))
+                    sizes.append(r.size)
                     counts.append(r.frame_count)
                     r.close()
                 except (MissingRawDataError, OSError) as err:

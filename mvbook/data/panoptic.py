@@ -28,7 +28,9 @@ Conventions of the raw data and what the converter does:
   joints with confidence > 0.1. Skeleton ``panoptic19`` (or the first 15 joints, ``panoptic15``).
 - protocol (VoxelPose / SelfPose3d): HD cameras 00_03, 00_06, 00_12, 00_13, 00_23; train
   sequences :data:`TRAIN_SEQUENCES` every 3rd frame, test ("validation" in those papers)
-  :data:`TEST_SEQUENCES` every 12th frame; frames without a kept body are skipped.
+  :data:`TEST_SEQUENCES` every 12th frame; frames without a kept body are skipped. (VoxelPose
+  takes every n-th file of the sorted pose files; here frames whose HD index is a multiple of n
+  are taken, which is the same set when the pose files start at a multiple of n.)
 """
 
 from __future__ import annotations

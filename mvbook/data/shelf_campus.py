@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,25 @@ def load_cameras(
     return cams, str(folder / "Calibration")
 
 
+def _actor2d_error(
+    cams: list[RawCamera], joints: np.ndarray, valid: np.ndarray, j2: np.ndarray | None
+) -> float | None:
+    """Median px distance between projected ``actor3D`` and ``actor2D`` (None without 2D)."""
+    from mvbook.data.format import project_points_np
+
+    if j2 is None or j2.shape[2] != len(cams):
+        return None
+    A, F = valid.shape
+    X = np.nan_to_num(joints).reshape(1, -1, 3)
+    errs = []
+    for c, cam in enumerate(cams):
+        uv, _ = project_points_np(X, cam.K, cam.R, cam.t, cam.dist)
+        e = np.linalg.norm(uv.reshape(A, F, 14, 2) - j2[:, :, c], axis=-1)
+        errs.append(e[np.isfinite(e) & valid[..., None]])
+    e = np.concatenate(errs)
+    return float(np.median(e)) if e.size else None
+
+
 def build_records(
     name: str,
     folder: str | Path,
@@ -253,6 +273,25 @@ def build_records(
         im = read_image_rgb(imgs[0])
         sizes.append((im.shape[1], im.shape[0]))
     cams, calib_src = load_cameras(name, folder, calibration, sizes)
+    stats: dict[str, Any] = {"calibration": calib_src}
+    err = _actor2d_error(cams, joints, valid, j2)
+    if calib_src.endswith("Calibration") and err is not None:
+        # P<c>.txt are assumed to map metres; if millimetres explain actor2D better, use them
+        cams_mm = [RawCamera(c.K, c.R, c.t / 1000.0, c.dist, c.size, c.name) for c in cams]
+        err_mm = _actor2d_error(cams_mm, joints, valid, j2)
+        if err_mm is not None and err_mm < err:
+            cams, err = cams_mm, err_mm
+            stats["projection_units"] = "mm"
+        else:
+            stats["projection_units"] = "m"
+    if err is not None:
+        stats["actor2D_reprojection_median_px"] = err
+        if err > 5.0:
+            warnings.warn(
+                f"{name}: the cameras reproject the 3D annotation {err:.1f} px (median) away from "
+                "the dataset's 2D annotation; check the calibration files",
+                stacklevel=2,
+            )
     # up axis from the annotation: top of head minus the ankle midpoint
     v = valid
     up = (joints[..., 13, :] - 0.5 * (joints[..., 0, :] + joints[..., 5, :]))[v].mean(0)
@@ -286,19 +325,7 @@ def build_records(
                 ],
             )
         )
-    # how well do cameras + 3D explain the dataset's own 2D annotation (informative only)
-    stats: dict[str, Any] = {"calibration": calib_src, "up_rotation": Aup.tolist()}
-    if j2 is not None and j2.shape[2] == C:
-        from mvbook.data.format import project_points_np
-
-        errs = []
-        for c, cam in enumerate(cams):
-            uv, _ = project_points_np(X.reshape(1, -1, 3), cam.K, cam.R, cam.t, cam.dist)
-            e = np.linalg.norm(uv.reshape(A, F, 14, 2) - j2[:, :, c], axis=-1)
-            errs.append(e[np.isfinite(e) & valid[..., None]])
-        e = np.concatenate(errs)
-        if e.size:
-            stats["actor2D_reprojection_median_px"] = float(np.median(e))
+    stats["up_rotation"] = Aup.tolist()
     return records, stats
 
 
@@ -348,6 +375,7 @@ def write_fixture(
     size: tuple[int, int] = (72, 56),
     calibration: str = "projection",
     seed: int = 0,
+    projection_units: str = "m",
 ) -> dict[str, Any]:
     """Write a miniature ``Shelf``/``CampusSeq1`` folder in the public layout: actorsGT.mat
     (metres, y-up world so that the up-axis alignment is exercised), P<c>.txt projection
@@ -400,7 +428,8 @@ def write_fixture(
     if calibration == "projection":
         (folder / "Calibration").mkdir(exist_ok=True)
         for c in range(C):
-            P = K[c] @ np.concatenate([R_raw[c], t[c][:, None] / 1000.0], 1)
+            scale = 1000.0 if projection_units == "m" else 1.0
+            P = K[c] @ np.concatenate([R_raw[c], t[c][:, None] / scale], 1)
             (folder / "Calibration" / f"P{c}.txt").write_text(
                 "\n".join(",".join(f"{x:.12g}" for x in row) for row in P) + "\n"
             )

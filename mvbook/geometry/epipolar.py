@@ -17,6 +17,7 @@ import torch
 
 from ._checks import as_float_tensor, broadcast_batch, check_last_dims
 from .camera import Camera
+from .triangulation import _camera_centres_h
 
 __all__ = [
     "fundamental_from_projections",
@@ -83,6 +84,18 @@ def fundamental_from_projections(P_a: Any, P_b: Any) -> torch.Tensor:
     work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
     Pa = Pa.to(work).expand(*batch, 3, 4)
     Pb = Pb.to(work).expand(*batch, 3, 4)
+    # Move the world origin to the midpoint of the camera centres (a translation has
+    # determinant 1, so F is unchanged) to keep the determinants well conditioned, and
+    # detect coincident centres, for which F = 0.
+    ca, cb = _camera_centres_h(Pa), _camera_centres_h(Pb)
+    finite = (ca[..., 3].abs() > 0) & (cb[..., 3].abs() > 0)
+    one = torch.ones_like(ca[..., 3])
+    Ca = ca[..., :3] / torch.where(finite, ca[..., 3], one)[..., None]
+    Cb = cb[..., :3] / torch.where(finite, cb[..., 3], one)[..., None]
+    mid = torch.where(finite[..., None], 0.5 * (Ca + Cb), torch.zeros_like(Ca))
+    coincident = finite & ((Ca - Cb).norm(dim=-1) <= 1e-9 * (Ca.norm(dim=-1) + Cb.norm(dim=-1)))
+    Pa = torch.cat([Pa[..., :3], Pa[..., 3:] + Pa[..., :3] @ mid[..., :, None]], dim=-1)
+    Pb = torch.cat([Pb[..., :3], Pb[..., 3:] + Pb[..., :3] @ mid[..., :, None]], dim=-1)
     # rows kept when removing row k, in cyclic order: (1, 2), (2, 0), (0, 1)
     keep = torch.tensor([[1, 2], [2, 0], [0, 1]], device=Pa.device)
     Xs = Pa[..., keep, :]  # (..., 3, 2, 4): X_1, X_2, X_3
@@ -93,6 +106,7 @@ def fundamental_from_projections(P_a: Any, P_b: Any) -> torch.Tensor:
         Ys[..., :, None, :, :].expand(*batch, 3, 3, 2, 4),
     ], dim=-2)
     F = torch.linalg.det(M)
+    F = torch.where(coincident[..., None, None], torch.zeros_like(F), F)
     # scale: divide by the largest entry first (entries can be ~1e15 in pixel/mm units)
     amax = F.abs().amax(dim=(-2, -1), keepdim=True)
     F = F / torch.where(amax > 0, amax, torch.ones_like(amax))

@@ -304,7 +304,10 @@ def triangulate(
             *usable* for a point when its weight is ``> 0`` and its 2D point is finite; the
             other views are ignored (NaN 2D points such as projections behind a camera may be
             passed with any weight).
-        normalize: Hartley normalization (see the module docstring); recommended.
+        normalize: Hartley normalization (see the module docstring); recommended. It depends on
+            the cameras only (all ``C`` of them, whatever the weights), so with it a zero-weight
+            view changes the result of noisy data slightly compared with leaving the view out
+            (exactly equal with ``normalize=False``).
         on_degenerate: what to do with points that have fewer than two usable views:
             ``"nan"`` returns NaN for those points (and zero gradient to their inputs);
             ``"raise"`` raises ``ValueError``.

@@ -36,7 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvbook.nn.backbones import BackboneConfig, ConfidenceHead, SimpleBaseline
+from mvbook.nn.backbones import (
+    BackboneConfig,
+    BackboneOutput,
+    ConfidenceHead,
+    SimpleBaseline,
+)
 from mvbook.nn.v2v import V2VNet
 from mvbook.volumetric import AGGREGATIONS, aggregate, make_grid, random_yaw, unproject
 
@@ -45,6 +50,7 @@ __all__ = [
     "AlgebraicTriangulationNet",
     "VolumetricTriangulationNet",
     "CropSet",
+    "cache_backbone",
     "crop_affine",
     "crop_images",
     "prepare_crops",
@@ -64,6 +70,7 @@ __all__ = [
     "errors_table",
 ]
 
+CACHE_KEYS = ("heatmaps", "features", "encoding")
 IMAGE_MEAN = (0.485, 0.456, 0.406)
 IMAGE_STD = (0.229, 0.224, 0.225)
 
@@ -84,7 +91,7 @@ class LTConfig:
 
     Volumetric part: ``volume_size`` (``L`` mm; paper 2500), ``volume_resolution`` (voxels per
     side; paper 64), ``volume_channels`` (``K``; paper 32), ``aggregation`` (``"sum"``,
-    ``"conf"``, ``"softmax"``), ``v2v_width``/``v2v_levels``/``v2v_norm`` (V2V size),
+    ``"conf"``, ``"softmax"``), ``v2v_width``/``v2v_levels``/``v2v_norm``/``v2v_front_kernel`` (V2V size),
     ``volume_beta`` (multiplier of the 3D heatmaps inside the eq. 13 softmax; paper 1),
     ``use_valid_mask`` (drop views whose image a voxel falls outside of from the aggregation),
     ``train_yaw`` (random rotation of the cube about the vertical during training).
@@ -93,6 +100,10 @@ class LTConfig:
     (20 cm)^2), ``heatmap_reg`` (``beta`` of eq. 16; paper 0.01).
 
     Baselines: ``ransac_threshold`` (crop px).
+
+    ``freeze_backbone``: keep the (pretrained) backbone fixed while training the heads; the
+    backbone outputs can then be cached once (:func:`cache_backbone`). The paper trains end to
+    end (False); the CPU profile freezes it.
     """
 
     crop_size: int = 64
@@ -111,6 +122,7 @@ class LTConfig:
     v2v_width: int = 16
     v2v_levels: int = 2
     v2v_norm: str = "batch"
+    v2v_front_kernel: int = 7
     volume_beta: float = 1.0
     use_valid_mask: bool = False
     train_yaw: bool = True
@@ -348,10 +360,17 @@ class _TriangulationBase(nn.Module):
             self.backbone.eval()
         return self
 
-    def _backbone(self, images: torch.Tensor):
+    def _backbone(self, images: torch.Tensor, cached: BackboneOutput | None = None):
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"images must have shape (B, C, 3, S, S), got {tuple(images.shape)}")
         B, C = images.shape[:2]
+        if cached is not None:
+            if not self.config.freeze_backbone:
+                raise ValueError(
+                    "cached backbone outputs can only be used with config.freeze_backbone=True"
+                )
+            out = BackboneOutput(*(t.flatten(0, 1).float() for t in cached))
+            return out, B, C
         x = images if images.is_floating_point() else normalize_images(images)
         out = self.backbone(x.flatten(0, 1))
         return out, B, C
@@ -364,6 +383,8 @@ class AlgebraicTriangulationNet(_TriangulationBase):
     ``joints2d (B, C, J, 2)`` crop px (soft-argmax), ``confidences (B, C, J)`` (``w_{c,j}``,
     normalised to sum 1 over views, plus 1e-5 as in the original implementation) and
     ``heatmaps (B, C, J, h, w)``. Images may be uint8 (normalised here) or already normalised.
+    ``cached``: backbone outputs ``(B, C, ...)`` computed beforehand (:func:`cache_backbone`),
+    allowed with a frozen backbone only.
     With ``config.use_confidences=False`` all weights are 1 (the "w/o conf" ablation).
     """
 
@@ -373,11 +394,13 @@ class AlgebraicTriangulationNet(_TriangulationBase):
             backbone.encoding_channels, backbone.num_joints, config.confidence_hidden
         )
 
-    def forward(self, images: torch.Tensor, P: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, P: torch.Tensor, cached: BackboneOutput | None = None
+    ) -> dict[str, torch.Tensor]:
         from mvbook.geometry import triangulate
         from mvbook.heatmaps import soft_argmax_2d
 
-        out, B, C = self._backbone(images)
+        out, B, C = self._backbone(images, cached)
         heat = out.heatmaps.unflatten(0, (B, C))
         hs = heat.shape[-1]
         with torch.autocast(device_type=heat.device.type, enabled=False):
@@ -398,7 +421,8 @@ class VolumetricTriangulationNet(_TriangulationBase):
     ``forward(images (B, C, 3, S, S), P (B, C, 3, 4), root (B, 3) mm, yaw (B,) rad or None)
     -> dict`` with ``joints3d (B, J, 3)`` mm, ``volumes (B, J, R, R, R)`` (3D heatmaps
     ``V^output`` before the softmax), ``grid (B, R, R, R, 3)`` mm and, for ``"conf"``
-    aggregation, ``confidences (B, C)`` (``d_c``).
+    aggregation, ``confidences (B, C)`` (``d_c``). ``cached`` as in
+    :class:`AlgebraicTriangulationNet`.
     """
 
     def __init__(self, backbone: SimpleBaseline, config: LTConfig) -> None:
@@ -411,7 +435,12 @@ class VolumetricTriangulationNet(_TriangulationBase):
             else None
         )
         self.v2v = V2VNet(
-            K, backbone.num_joints, config.v2v_width, config.v2v_levels, norm=config.v2v_norm
+            K,
+            backbone.num_joints,
+            config.v2v_width,
+            config.v2v_levels,
+            norm=config.v2v_norm,
+            front_kernel=config.v2v_front_kernel,
         )
 
     def forward(
@@ -420,11 +449,12 @@ class VolumetricTriangulationNet(_TriangulationBase):
         P: torch.Tensor,
         root: torch.Tensor,
         yaw: torch.Tensor | None = None,
+        cached: BackboneOutput | None = None,
     ) -> dict[str, torch.Tensor]:
         from mvbook.heatmaps import soft_argmax_3d
 
         cfg = self.config
-        out, B, C = self._backbone(images)
+        out, B, C = self._backbone(images, cached)
         if root.shape != (B, 3):
             raise ValueError(f"root must have shape ({B}, 3), got {tuple(root.shape)}")
         M = self.process(out.features).unflatten(0, (B, C))  # (B, C, K, h, w)
@@ -543,10 +573,63 @@ def _select_views(batch: dict, views: Sequence[int] | None) -> dict:
         return batch
     idx = torch.as_tensor(list(views), dtype=torch.long)
     out = dict(batch)
-    for k in ("images", "P", "joints2d", "visibility"):
+    for k in ("images", "P", "joints2d", "visibility", *CACHE_KEYS):
         if k in out:
             out[k] = out[k][:, idx.to(out[k].device)]
     return out
+
+
+def _cached(batch: dict, model: nn.Module | None = None) -> BackboneOutput | None:
+    """Backbone outputs stored in the batch (see :func:`cache_backbone`), if the model may use them."""
+    if not all(k in batch for k in CACHE_KEYS):
+        return None
+    if model is not None:
+        from mvbook.train import unwrap_model
+
+        cfg = getattr(unwrap_model(model), "config", None)
+        if cfg is None or not getattr(cfg, "freeze_backbone", False):
+            return None
+    return BackboneOutput(*(batch[k] for k in CACHE_KEYS))
+
+
+@torch.no_grad()
+def cache_backbone(
+    backbone: SimpleBaseline,
+    data: CropSet,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float16,
+    progress: bool = False,
+) -> CropSet:
+    """Run a (frozen) backbone once over a :class:`CropSet` and store its outputs.
+
+    Returns a new :class:`CropSet` sharing the original tensors plus ``heatmaps``
+    ``(N, C, J, h, w)``, ``features`` ``(N, C, F, h, w)`` and ``encoding`` ``(N, C, E, h', w')``
+    (stored as ``dtype``). Models built with ``config.freeze_backbone=True`` then skip the
+    backbone, which makes CPU training of the heads fast; with a trainable backbone the cache
+    is ignored by the loss functions.
+    """
+    from tqdm.auto import tqdm
+
+    from mvbook.runtime import resolve_device
+
+    dev = resolve_device(device)
+    was_training = backbone.training
+    backbone.eval().to(dev)
+    images = data.tensors["images"]
+    N, C = images.shape[:2]
+    chunks: dict[str, list[torch.Tensor]] = {k: [] for k in CACHE_KEYS}
+    step = max(1, batch_size // C)
+    for s in tqdm(range(0, N, step), desc="backbone", disable=not progress):
+        x = normalize_images(images[s : s + step].to(dev).flatten(0, 1))
+        out = backbone(x)
+        for k, t in zip(CACHE_KEYS, out):
+            chunks[k].append(t.unflatten(0, (-1, C)).to("cpu", dtype))
+    backbone.train(was_training)
+    tensors = dict(data.tensors)
+    tensors.update({k: torch.cat(v) for k, v in chunks.items()})
+    return CropSet(tensors, data.subjects, data.actions)
 
 
 def heatmap_loss_fn(config: LTConfig) -> Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]:
@@ -579,7 +662,7 @@ def algebraic_loss_fn(config: LTConfig) -> Callable[[nn.Module, dict], tuple[tor
 
     def loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         batch = _to(batch, _device_of(model))
-        out = model(batch["images"], batch["P"])
+        out = model(batch["images"], batch["P"], cached=_cached(batch, model))
         gt = batch["joints3d"]
         loss = soft_mse_loss(out["joints3d"], gt, config.soft_mse_threshold)
         err = (out["joints3d"] - gt).norm(dim=-1).mean().detach()
@@ -603,7 +686,7 @@ def volumetric_loss_fn(
         gt = batch["joints3d"]
         root = gt[:, config.root_joint]
         yaw = random_yaw(gt.shape[0], generator, device=dev) if config.train_yaw else None
-        out = model(batch["images"], batch["P"], root, yaw)
+        out = model(batch["images"], batch["P"], root, yaw, cached=_cached(batch, model))
         loss, logs = volumetric_loss(
             out["joints3d"], gt, out["volumes"], out["grid"], config.heatmap_reg,
             volume_beta=config.volume_beta,
@@ -621,34 +704,54 @@ def volumetric_loss_fn(
 Predictor = Callable[[dict], torch.Tensor]
 
 
-def _argmax_joints(backbone: SimpleBaseline, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _argmax_joints(backbone: SimpleBaseline, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     from mvbook.heatmaps import argmax_2d
 
-    B, C = images.shape[:2]
-    x = images if images.is_floating_point() else normalize_images(images)
-    heat = backbone(x.flatten(0, 1)).heatmaps.unflatten(0, (B, C))
+    images = batch["images"]
+    cached = _cached(batch)
+    if cached is not None:
+        heat = cached.heatmaps.float()
+    else:
+        B, C = images.shape[:2]
+        x = normalize_images(images)
+        heat = backbone(x.flatten(0, 1)).heatmaps.unflatten(0, (B, C))
     uv_h, score = argmax_2d(heat)
     return heatmap_to_crop(uv_h.float(), heat.shape[-1], images.shape[-1]), score
 
 
-def naive_predictor(backbone: SimpleBaseline) -> Predictor:
-    """Per-view heatmap argmax, then plain (unweighted) DLT triangulation."""
+def naive_predictor(backbone: SimpleBaseline, use_cache: bool = True) -> Predictor:
+    """Per-view heatmap argmax, then plain (unweighted) DLT triangulation.
+
+    With ``use_cache`` the batch's cached heatmaps (:func:`cache_backbone`) are used when present.
+    """
     from mvbook.geometry import triangulate
 
     def predict(batch: dict) -> torch.Tensor:
-        uv, _ = _argmax_joints(backbone, batch["images"])
-        return triangulate(uv, batch["P"].float())
+        b = batch if use_cache else {k: v for k, v in batch.items() if k not in CACHE_KEYS}
+        uv, _ = _argmax_joints(backbone, b)
+        return triangulate(uv, b["P"].float())
 
     return predict
 
 
-def ransac_predictor(backbone: SimpleBaseline, threshold: float = 4.0) -> Predictor:
-    """Per-view heatmap argmax, then RANSAC triangulation (threshold in crop px)."""
-    from mvbook.geometry import triangulate_ransac
+def ransac_predictor(
+    backbone: SimpleBaseline, threshold: float = 4.0, use_cache: bool = True
+) -> Predictor:
+    """Per-view heatmap argmax, then RANSAC triangulation (threshold in crop px).
+
+    Joints for which no hypothesis finds two inlier views fall back to the plain DLT of all
+    views (so every joint has a prediction, as the paper's evaluation needs).
+    """
+    from mvbook.geometry import triangulate, triangulate_ransac
 
     def predict(batch: dict) -> torch.Tensor:
-        uv, _ = _argmax_joints(backbone, batch["images"])
-        X, _ = triangulate_ransac(uv, batch["P"].float(), threshold=threshold)
+        b = batch if use_cache else {k: v for k, v in batch.items() if k not in CACHE_KEYS}
+        uv, _ = _argmax_joints(backbone, b)
+        P = b["P"].float()
+        X, _ = triangulate_ransac(uv, P, threshold=threshold)
+        bad = ~torch.isfinite(X).all(-1, keepdim=True)
+        if bool(bad.any()):
+            X = torch.where(bad, triangulate(uv, P), X)
         return X
 
     return predict
@@ -658,7 +761,7 @@ def algebraic_predictor(model: AlgebraicTriangulationNet) -> Predictor:
     """The algebraic model's triangulated joints."""
 
     def predict(batch: dict) -> torch.Tensor:
-        return model(batch["images"], batch["P"])["joints3d"]
+        return model(batch["images"], batch["P"], cached=_cached(batch, model))["joints3d"]
 
     return predict
 
@@ -679,7 +782,7 @@ def volumetric_predictor(
             r = root(batch)[:, root_joint]
         else:
             raise ValueError(f"root must be 'gt' or a predictor, got {root!r}")
-        return model(batch["images"], batch["P"], r, None)["joints3d"]
+        return model(batch["images"], batch["P"], r, None, cached=_cached(batch, model))["joints3d"]
 
     return predict
 

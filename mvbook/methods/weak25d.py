@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvbook.geometry import procrustes_align
+from mvbook.geometry import procrustes
 from mvbook.heatmaps import render_gaussian_2d, soft_argmax_2d
 from mvbook.nn.backbones import BackboneConfig, SimpleBaseline
 from mvbook.skeletons import H36M_17, Skeleton
@@ -98,6 +98,7 @@ class Weak25DConfig:
       symmetry terms (weak supervision). ``w_depth``: weight of the depth term (full supervision).
     - ``mc_delta``: the consistency distance is a smooth L1 (Huber) with this threshold, in
       scale-normalised units (0: plain L1).
+    - ``align_grad``: gradients flow through the Procrustes alignment of the consistency loss.
     """
 
     crop_size: int = 64
@@ -114,6 +115,7 @@ class Weak25DConfig:
     w_sym: float = 0.5
     w_depth: float = 1.0
     mc_delta: float = 0.1
+    align_grad: bool = True
 
     @property
     def heatmap_size(self) -> int:
@@ -421,28 +423,37 @@ def heatmap_loss(out: Mapping[str, torch.Tensor], uv_gt: torch.Tensor, valid: to
     return loss, {"l2d_coord": coord.detach(), "l2d_ce": ce.detach()}
 
 
-def rigid_align(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+def rigid_align(X: torch.Tensor, Y: torch.Tensor, grad: bool = True) -> torch.Tensor:
     """``X`` aligned to ``Y`` by the best rotation and translation (Procrustes, no scale).
 
-    ``X, Y (..., J, 3)``. Differentiable through the SVD, which runs in float64 (the 3x3
-    problems are tiny; double precision keeps the SVD gradient finite for nearly planar poses).
-    Uses :func:`mvbook.geometry.procrustes_align`.
+    ``X, Y (..., J, 3)``. The SVD runs in float64 (the 3x3 problems are tiny; double precision
+    keeps its gradient finite for nearly planar poses). With ``grad=False`` the transform
+    ``(R, t)`` is treated as a constant (stop-gradient) and gradients reach ``X`` only through
+    ``R X + t``. Uses :func:`mvbook.geometry.procrustes`.
     """
-    return procrustes_align(X.double(), Y.double(), scale=False).to(X.dtype)
+    Xd, Yd = X.double(), Y.double()
+    if grad:
+        R, _, t = procrustes(Xd, Yd, scale=False)
+    else:
+        R, _, t = procrustes(Xd.detach(), Yd.detach(), scale=False)
+    return (Xd @ R.transpose(-1, -2) + t[..., None, :]).to(X.dtype)
 
 
-def multiview_consistency_loss(poses: torch.Tensor, delta: float = 0.1,
-                               root: int = 0) -> torch.Tensor:
+def multiview_consistency_loss(poses: torch.Tensor, delta: float = 0.1, root: int = 0,
+                               align_grad: bool = True) -> torch.Tensor:
     """Multiview consistency up to a rigid transform (Iqbal et al. 2020).
 
     For every ordered pair of views ``(c, c')`` the root-centred pose predicted from view ``c'``
-    is rigidly aligned (rotation + translation from Procrustes, gradients flow through it) to
-    the pose predicted from view ``c``, and their distance is averaged::
+    is rigidly aligned (rotation + translation from Procrustes) to the pose predicted from view
+    ``c``, and their distance is averaged::
 
         L_MC = mean_{c != c'} mean_j rho(R_{c'c} X_{c',j} + t_{c'c} - X_{c,j})
 
-    with ``rho`` the smooth L1 with threshold ``delta`` (``delta = 0``: L1). No extrinsics are
-    used. Zero iff the views' poses are rigid copies of each other.
+    with ``rho`` the smooth L1 with threshold ``delta`` (``delta = 0``: L1), summed over x, y, z.
+    No extrinsics are used. Zero iff the views' poses are rigid copies of each other.
+    ``align_grad``: let gradients flow through the Procrustes solution ``(R, t)`` (True) or
+    treat it as a constant (False; for a squared distance both give the same gradient, by the
+    envelope theorem, since ``(R, t)`` minimises the squared distance).
 
     Args:
         poses: ``(..., C, J, 3)`` scale-normalised 3D poses in each view's camera frame, C >= 2.
@@ -459,7 +470,7 @@ def multiview_consistency_loss(poses: torch.Tensor, delta: float = 0.1,
     dst = centred[..., :, None, :, :].expand_as(src)
     off = ~torch.eye(C, dtype=torch.bool, device=poses.device)
     src, dst = src[..., off, :, :], dst[..., off, :, :]  # (..., C (C - 1), J, 3)
-    aligned = rigid_align(src, dst)
+    aligned = rigid_align(src, dst, grad=align_grad)
     diff = aligned - dst
     if delta > 0:
         dist = F.smooth_l1_loss(diff, torch.zeros_like(diff), beta=delta, reduction="none")
@@ -725,7 +736,7 @@ def make_loss(mode: str, config: Weak25DConfig, prior: torch.Tensor | None = Non
             logs.update(l2d_mv=l2.detach(), l_depth=ld.detach())
             return loss + l2 + config.w_depth * ld, logs
         poses = reconstruct_from_25d(uv, zr, batch["K_mv"], config.reference_bone)
-        lmc = multiview_consistency_loss(poses, config.mc_delta, config.root)
+        lmc = multiview_consistency_loss(poses, config.mc_delta, config.root, config.align_grad)
         lb, blogs = limb_length_loss(poses, prior, skeleton, config.w_bone, config.w_sym)
         logs.update(l_mc=lmc.detach(), **blogs)
         return loss + config.w_mc * lmc + lb, logs

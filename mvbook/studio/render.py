@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import time
+
 import torch
 
 from mvbook.geometry import Camera
@@ -263,6 +265,7 @@ class Renderer:
             person_valid = torch.ones(P, dtype=torch.bool, device=dev)
         C, H, W, S = self.num_views, self.height, self.width, self.ss * self.ss
 
+        tick = [time.perf_counter()]
         # ----- regions of interest: union of the persons' boxes, a pixel of margin
         pboxes = self.prim_boxes(prims)  # (F, C, K, 4)
         boxes = self.person_boxes(prims, P, pboxes)  # (F, C, P, 4)
@@ -282,6 +285,7 @@ class Renderer:
         pix = yi * W + xi
         n = pix.shape[0]
 
+        tick.append(time.perf_counter())
         # ----- cast the sub-pixel rays of the region
         d = self.dirs[ci, pix].reshape(-1, 3)  # (n*S, 3)
         f_rep = fi.repeat_interleave(S)
@@ -293,7 +297,9 @@ class Renderer:
         cand = (xf >= pb[fi, ci, :, 0] - 1) & (xf <= pb[fi, ci, :, 2] + 1)
         cand &= (yf >= pb[fi, ci, :, 1] - 1) & (yf <= pb[fi, ci, :, 3] + 1)
         cand = cand.repeat_interleave(S, 0)
+        tick.append(time.perf_counter())
         hits = cast_rays(prims, f_rep, o, d, cand, self.chunk)
+        tick.append(time.perf_counter())
         t, k, q = hits["t"], hits["k"], hits["q"]
         hit = k >= 0
         kk = k.clamp_min(0)
@@ -321,6 +327,7 @@ class Renderer:
         iuv_v = torch.stack([part[cs].float(), torch.where(hit[cs], u[cs], 0.0),
                              torch.where(hit[cs], v[cs], 0.0)], -1)
 
+        tick.append(time.perf_counter())
         # ----- scatter into full images
         images = self.background[None].expand(F_, -1, -1, -1, -1).permute(0, 1, 3, 4, 2).clone()
         images[fi, ci, yi, xi] = col
@@ -333,6 +340,7 @@ class Renderer:
         iuv[fi, ci, yi, xi] = iuv_v
         iuv = iuv.permute(0, 1, 4, 2, 3).contiguous()
 
+        tick.append(time.perf_counter())
         # ----- joints: projection, visibility by casting a ray to each joint
         j2d, jdepth = self.cameras.project_with_depth(joints.reshape(F_, 1, P * J, 3))
         j2d = j2d.reshape(F_, C, P, J, 2)
@@ -366,6 +374,8 @@ class Renderer:
         bbox = torch.where(empty[..., None], 0.0, bbox)
         j2d = torch.where((jdepth > 0)[..., None] & person_valid[None, None, :, None, None],
                           torch.nan_to_num(j2d), 0.0)
+        tick.append(time.perf_counter())
+        self.timings = [b - a for a, b in zip(tick[:-1], tick[1:])]
         return RenderResult(images, masks, depth_img, iuv, j2d, visibility, bbox, in_image)
 
 
