@@ -8,8 +8,8 @@ download "Poses_D3_Positions_<S>.tgz" and "Videos_<S>.tgz" and extract them into
 (R, T, f, c, k, p per subject and camera, from the official metadata) in RAW/cameras.json (both
 accepted JSON layouts are described in `python data_scripts/h36m.py --help`). Reading .cdf needs
 `pip install cdflib`; without it, put .npz exports (key 'Pose') next to the .cdf files.
-Disk: ~70 GB raw; converted (4 views at 500x500, train every 5th frame, test every 64th) ~95 GB,
-~25 GB at --image-size 256x256. Time: several hours of video decoding on 2 cores.
+Disk: ~70 GB raw; converted (4 views at 500x500, train every 5th frame, test every 64th: ~80k
+samples) ~240 GB, ~63 GB at --image-size 256x256, half with --train-step 10. Time: several hours of video decoding on 2 cores.
 
     python data_scripts/h36m.py fetch --raw RAW      (checks RAW and lists what is missing)
     python data_scripts/h36m.py convert --raw RAW --out OUT [--train-step 5 --test-step 64 --image-size 500x500]

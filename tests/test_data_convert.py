@@ -178,7 +178,7 @@ def _fixture_uv(fx, frame, valid):
 
 def test_shelf_all_frames_and_raw_check(tmp_path):
     raw = tmp_path / "raw"
-    shelf_campus.write_fixture("campus", raw, num_frames=352, calibration="json")
+    shelf_campus.write_fixture("campus", raw, num_frames=352, calibration="json", all_images=True)
     out = shelf_campus.convert("campus", raw / "CampusSeq1", tmp_path / "c", frames="all",
                                image_size=(36, 28), progress=False)  # fmt: skip
     ds = MultiviewDataset(out, split="train")

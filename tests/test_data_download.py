@@ -170,3 +170,15 @@ def test_panoptic_fetch_layout(server, tmp_path):
     from mvbook.data.cli import check_raw
 
     assert check_raw("panoptic", tmp_path, sequences=[seq], cameras=(3, 6)) == []
+
+
+def test_complete_partial_file_and_416(server, tmp_path):
+    url, h = server
+    (tmp_path / "b.bin.part").write_bytes(PAYLOAD[:1000])  # complete but not yet renamed
+    res = download(f"{url}/b.bin", tmp_path / "b.bin", sha256=_sha(PAYLOAD[:1000]), progress=False)
+    assert res.path.read_bytes() == PAYLOAD[:1000]
+    (tmp_path / "c.bin.part").write_bytes(PAYLOAD[:1500])  # larger than the remote file
+    h.files["/c.bin"] = PAYLOAD[:1000]
+    with pytest.raises(DownloadError, match="remote file changed"):
+        download(f"{url}/c.bin", tmp_path / "c.bin", progress=False)
+    assert (tmp_path / "c.bin.part").stat().st_size == 1500

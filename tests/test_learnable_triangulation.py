@@ -16,6 +16,15 @@ from mvbook.train import TrainConfig, train
 
 J = 17
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small ops run far faster on one thread on a shared machine; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def make_samples(n: int = 6, C: int = 4, size=(96, 96), seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)

@@ -10,6 +10,15 @@ import torch
 import mvbook.volumetric as vol
 from mvbook.volumetric import aggregate, make_grid, project_grid, unproject
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small ops run far faster on one thread on a shared machine; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def look_at_P(eye, target=(0.0, 0.0, 0.0), f=60.0, W=32, H=24) -> torch.Tensor:
     """P = K [R | t] of a camera at ``eye`` looking at ``target`` (world z up)."""

@@ -29,7 +29,7 @@ SUMMARY = {
     "shelf": "Shelf (public archive 2.6 GB, research use). Converted eval range ~0.9 GB.",
     "campus": "Campus (public archive ~1 GB, research use). Converted eval ranges ~0.2 GB.",
     "h36m": "Human3.6M (gated: vision.imar.ro/human3.6m, academic licence). ~70 GB raw; converted "
-    "4 views 500x500 every 5th/64th frame ~95 GB.",
+    "4 views 500x500 every 5th/64th frame (~80k samples) ~240 GB, ~63 GB at 256x256.",
     "mpi_inf_3dhp": "MPI-INF-3DHP (gated: vcai.mpi-inf.mpg.de/3dhp-dataset, non-commercial). "
     "~25-45 GB raw (8 cams); converted 512x512 every 10th frame ~70 GB.",
 }

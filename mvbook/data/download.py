@@ -171,8 +171,15 @@ def download(
             try:
                 resp = urllib.request.urlopen(req, timeout=timeout)
             except urllib.error.HTTPError as err:
-                if err.code == 416 and offset and total in (None, offset):
-                    break  # the partial file is already complete
+                if err.code == 416 and offset:
+                    m = re.match(r"bytes \*/(\d+)", err.headers.get("Content-Range", "") or "")
+                    remote = int(m.group(1)) if m else total
+                    if remote in (None, offset):
+                        break  # the partial file is already complete
+                    raise DownloadError(
+                        f"{part} has {offset} bytes but {url} has {remote}: the remote file "
+                        f"changed; move {part} away and rerun"
+                    ) from err
                 if 400 <= err.code < 500 and err.code not in (408, 429):
                     raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
                 raise

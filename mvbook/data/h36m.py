@@ -14,7 +14,8 @@ and extract them into one folder ``RAW`` so that it reads::
     RAW/cameras.json                                        see below
 
 Total ~70 GB raw for the 7 subjects. Converted (4 views at 500x500, train every 5th frame,
-test every 64th: ~32k samples) ~95 GB; use ``--image-size 256x256`` (~25 GB) or larger steps.
+test every 64th: ~80k samples, 3 MB each) ~240 GB; use ``--image-size 256x256`` (~63 GB)
+or a larger ``train_step`` (every 10th halves it).
 
 Cameras: the official release stores them in ``metadata.xml``, decoded by the official MATLAB
 code. Provide them as ``RAW/cameras.json`` in one of two JSON layouts:

@@ -376,11 +376,13 @@ def write_fixture(
     calibration: str = "projection",
     seed: int = 0,
     projection_units: str = "m",
+    all_images: bool = False,
 ) -> dict[str, Any]:
     """Write a miniature ``Shelf``/``CampusSeq1`` folder in the public layout: actorsGT.mat
     (metres, y-up world so that the up-axis alignment is exercised), P<c>.txt projection
     matrices (metres) or the VoxelPose JSON (mm, with distortion), and tiny PNG frames.
-    Frames default to just past the end of the first evaluation range."""
+    Frames default to the first 4 evaluation frames; images are written for the evaluation
+    frames only unless ``all_images``."""
     import cv2
     import scipy.io
 
@@ -445,7 +447,7 @@ def write_fixture(
         (folder / info["calib_json"]).write_text(json.dumps(cal))
     for c in range(C):
         (folder / f"Camera{c}").mkdir(exist_ok=True)
-        for f in range(F):
+        for f in range(0 if all_images else min(info["eval_frames"][0], F - 1), F):
             img = np.full((H, W, 3), (f * 7 + c * 40) % 256, np.uint8)
             cv2.imwrite(str(folder / info["image"].format(c=c, f=f)), img)
     return {"K": K, "R": R, "t": t, "dist": d, "joints3d": truth, "folder": folder}

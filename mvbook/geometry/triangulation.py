@@ -155,106 +155,150 @@ def _normalize_projections(P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
 
 
 # ---------------------------------------------------------------------------------------
-# smallest eigenvector of batched symmetric PSD 4x4 matrices
-def _cholesky_solver(B: torch.Tensor):  # noqa: ANN202
-    """Element-wise Cholesky of ``B (..., 4, 4)`` (PD); returns a solve function for vectors."""
-    b = [[B[..., i, j] for j in range(4)] for i in range(4)]
-    tiny = 1e-300
-    l00 = b[0][0].clamp_min(tiny).sqrt()
-    l10, l20, l30 = b[1][0] / l00, b[2][0] / l00, b[3][0] / l00
-    l11 = (b[1][1] - l10 * l10).clamp_min(tiny).sqrt()
-    l21 = (b[2][1] - l20 * l10) / l11
-    l31 = (b[3][1] - l30 * l10) / l11
-    l22 = (b[2][2] - l20 * l20 - l21 * l21).clamp_min(tiny).sqrt()
-    l32 = (b[3][2] - l30 * l20 - l31 * l21) / l22
-    l33 = (b[3][3] - l30 * l30 - l31 * l31 - l32 * l32).clamp_min(tiny).sqrt()
+# smallest eigenvector of batched symmetric PSD 4x4 matrices, stored entries-first
+# (``Bt (..., 16, N)``, entry ``4 i + j`` of point ``n`` at ``Bt[..., 4 i + j, n]``) so that
+# every element-wise operation below runs over contiguous memory.
+def _cholesky_solver(Bt: torch.Tensor):  # noqa: ANN202
+    """Element-wise Cholesky of ``B + 1e-13 tr(B) I``; returns a solver for 4-vectors.
 
-    def solve(x: list[torch.Tensor]) -> list[torch.Tensor]:
-        z0 = x[0] / l00
-        z1 = (x[1] - l10 * z0) / l11
-        z2 = (x[2] - l20 * z0 - l21 * z1) / l22
-        z3 = (x[3] - l30 * z0 - l31 * z1 - l32 * z2) / l33
-        y3 = z3 / l33
-        y2 = (z2 - l32 * y3) / l22
-        y1 = (z1 - l21 * y2 - l31 * y3) / l11
-        y0 = (z0 - l10 * y1 - l20 * y2 - l30 * y3) / l00
+    ``Bt (16, M)``; the factor is kept as reciprocal diagonals so the solves only multiply.
+    """
+    b = [[Bt[4 * i + j] for j in range(4)] for i in range(4)]
+    shift = 1e-13 * (b[0][0] + b[1][1] + b[2][2] + b[3][3])
+    tiny = 1e-300
+    i00 = torch.rsqrt((b[0][0] + shift).clamp_min(tiny))
+    l10, l20, l30 = b[1][0] * i00, b[2][0] * i00, b[3][0] * i00
+    i11 = torch.rsqrt((b[1][1] + shift - l10 * l10).clamp_min(tiny))
+    l21 = (b[2][1] - l20 * l10) * i11
+    l31 = (b[3][1] - l30 * l10) * i11
+    i22 = torch.rsqrt((b[2][2] + shift - l20 * l20 - l21 * l21).clamp_min(tiny))
+    l32 = (b[3][2] - l30 * l20 - l31 * l21) * i22
+    i33 = torch.rsqrt((b[3][3] + shift - l30 * l30 - l31 * l31 - l32 * l32).clamp_min(tiny))
+
+    def solve(x: list[torch.Tensor] | None) -> list[torch.Tensor]:
+        if x is None:  # x = e4: only the last forward-substitution entry is non-zero
+            y3 = i33 * i33
+            y2 = -(l32 * y3) * i22
+            y1 = -(l21 * y2 + l31 * y3) * i11
+            y0 = -(l10 * y1 + l20 * y2 + l30 * y3) * i00
+            return [y0, y1, y2, y3]
+        z0 = x[0] * i00
+        z1 = (x[1] - l10 * z0) * i11
+        z2 = (x[2] - l20 * z0 - l21 * z1) * i22
+        z3 = (x[3] - l30 * z0 - l31 * z1 - l32 * z2) * i33
+        y3 = z3 * i33
+        y2 = (z2 - l32 * y3) * i22
+        y1 = (z1 - l21 * y2 - l31 * y3) * i11
+        y0 = (z0 - l10 * y1 - l20 * y2 - l30 * y3) * i00
         return [y0, y1, y2, y3]
 
     return solve
 
 
-def _smallest_eigvec_forward(B: torch.Tensor, iterations: int = 4) -> torch.Tensor:
-    """Unit eigenvector of the smallest eigenvalue of symmetric PSD ``B (..., 4, 4)``, trace 1.
-
-    Vectorized shifted inverse iteration from ``e4``; unconverged entries fall back to
-    ``torch.linalg.eigh``. Sign: last component >= 0.
-    """
-    eye = torch.eye(4, dtype=B.dtype, device=B.device)
-    solve = _cholesky_solver(B + 1e-13 * eye)
-    x = [torch.zeros_like(B[..., 0, 0]) for _ in range(3)] + [torch.ones_like(B[..., 0, 0])]
+def _inverse_iteration(B2: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``B2 (16, M)`` -> unit vectors ``(4, M)`` and a bool ``(M,)`` of converged entries."""
+    solve = _cholesky_solver(B2)
+    x: list[torch.Tensor] | None = None
     prev = None
     for _ in range(iterations):
         y = solve(x)
-        norm = torch.sqrt(y[0] * y[0] + y[1] * y[1] + y[2] * y[2] + y[3] * y[3])
-        norm = norm.clamp_min(1e-300)
+        inv_norm = torch.rsqrt((y[0] * y[0] + y[1] * y[1] + y[2] * y[2] + y[3] * y[3])
+                               .clamp_min(1e-300))
         prev = x
-        x = [yi / norm for yi in y]
-    v = torch.stack(x, dim=-1)
-    vp = torch.stack(prev, dim=-1)
-    # sign-insensitive change of the last step; inverse iteration keeps the sign mostly
-    change = torch.minimum((v - vp).norm(dim=-1), (v + vp).norm(dim=-1))
-    bad = ~(change < 1e-10) | ~torch.isfinite(v).all(dim=-1)
-    if bool(bad.any()):
-        idx = bad.nonzero(as_tuple=True)
-        _, vecs = torch.linalg.eigh(B[idx])
-        v = v.index_put(idx, vecs[..., :, 0])
-    v = torch.where(v[..., 3:] < 0, -v, v)
-    return v
+        x = [yi * inv_norm for yi in y]
+    v = torch.stack(x)
+    if prev is None:
+        return v, torch.zeros_like(v[0], dtype=torch.bool)
+    vp = torch.stack(prev)
+    sign = torch.where((v * vp).sum(0) < 0, -1.0, 1.0).to(v.dtype)
+    # squared length of the last step; inverse iteration converges linearly, so a last step
+    # below 1e-10 (angle) leaves an error far below that
+    step2 = (v - sign * vp).square().sum(0)
+    converged = step2 < 1e-20
+    return v, converged
+
+
+def _smallest_eigvec_forward(Bt: torch.Tensor) -> torch.Tensor:
+    """Unit eigenvectors ``(..., 4, N)`` of the smallest eigenvalue of ``Bt (..., 16, N)``.
+
+    Vectorized shifted inverse iteration from ``e4`` (3 steps; a linear convergence factor of
+    ``lambda_1 / lambda_2``, ~1e-5 for normalized triangulation); entries that have not
+    converged get 16 more steps, then ``torch.linalg.eigh``. Sign: last component >= 0.
+    """
+    shape = Bt.shape
+    B2 = Bt.movedim(-2, 0).reshape(16, -1)
+    v, ok = _inverse_iteration(B2, 3)
+    if not bool(ok.all()):
+        idx = (~ok).nonzero()[:, 0]
+        v_sub, ok_sub = _inverse_iteration(B2[:, idx], 16)
+        if not bool(ok_sub.all()):
+            idx2 = (~ok_sub).nonzero()[:, 0]
+            mats = B2[:, idx[idx2]].T.reshape(-1, 4, 4)
+            _, vecs = torch.linalg.eigh(mats)
+            v_sub[:, idx2] = vecs[..., :, 0].T
+        v[:, idx] = v_sub
+    v = torch.where(v[3:] < 0, -v, v)
+    return v.reshape(4, *shape[:-2], shape[-1]).movedim(0, -2)
 
 
 class _SmallestEigvec(torch.autograd.Function):
-    """Smallest eigenvector of symmetric ``B``, with the analytic eigenvector gradient."""
+    """Smallest eigenvector of symmetric PSD ``B`` (entries-first), analytic gradient.
+
+    For a simple eigenvalue ``lambda`` with unit eigenvector ``v``:
+    ``dv = -(B - lambda I)^+ dB v``, so ``dL/dB = -sym((B - lambda I)^+ g v^T)``.
+    """
 
     @staticmethod
-    def forward(ctx: Any, B: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        v = _smallest_eigvec_forward(B.detach())
-        ctx.save_for_backward(B, v)
+    def forward(ctx: Any, Bt: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        v = _smallest_eigvec_forward(Bt.detach())
+        ctx.save_for_backward(Bt, v)
         return v
 
     @staticmethod
     def backward(ctx: Any, grad_v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        B, v = ctx.saved_tensors
-        lam = (v[..., None, :] @ B @ v[..., :, None])[..., 0, 0]
+        Bt, v = ctx.saved_tensors
+        B = Bt.movedim(-2, -1).unflatten(-1, (4, 4))  # (..., N, 4, 4)
+        vv = v.movedim(-2, -1)  # (..., N, 4)
+        g = grad_v.movedim(-2, -1)
+        lam = ((B @ vv[..., :, None])[..., 0] * vv).sum(-1)
+        tr = torch.diagonal(B, dim1=-2, dim2=-1).sum(-1)
+        tr = torch.where(tr > 0, tr, torch.ones_like(tr))
         eye = torch.eye(4, dtype=B.dtype, device=B.device)
-        vvT = v[..., :, None] * v[..., None, :]
-        M = B - lam[..., None, None] * eye + vvT
-        g_perp = grad_v - v * (v * grad_v).sum(-1, keepdim=True)
+        M = B - lam[..., None, None] * eye + tr[..., None, None] * (vv[..., :, None] * vv[..., None, :])
+        g_perp = g - vv * (vv * g).sum(-1, keepdim=True)
         y, _ = torch.linalg.solve_ex(M, g_perp[..., None])
-        y = y[..., 0]
-        G = -(y[..., :, None] * v[..., None, :])
-        return 0.5 * (G + G.transpose(-1, -2))
+        G = -(y * vv[..., None, :])
+        G = 0.5 * (G + G.transpose(-1, -2))
+        return G.flatten(-2).movedim(-1, -2)
 
 
 def _normal_matrix(
     pts: torch.Tensor, P: torch.Tensor, w: torch.Tensor | None, usable: torch.Tensor
 ) -> torch.Tensor:
-    """``B = A^T A`` (float64, ``(..., N, 4, 4)``) of the weighted DLT design matrix.
+    """``B = A^T A`` of the weighted DLT design matrix, float64, entries-first ``(..., 16, N)``.
 
     For view ``c`` the rows ``w (u p3 - p1)`` and ``w (v p3 - p2)`` contribute
     ``w^2 [(u^2 + v^2) p3 p3^T - u (p3 p1^T + p1 p3^T) - v (p3 p2^T + p2 p3^T)
     + p1 p1^T + p2 p2^T]``: four per-point coefficients times four per-view 4x4 matrices,
-    so ``B`` is one matrix product over ``(view, coefficient)`` instead of ``N`` small ones.
-    Unusable views (weight 0 or non-finite point) contribute nothing.
+    so ``B`` for all points is one matrix product over ``(view, coefficient)`` instead of
+    ``N`` small ones. Unusable views (weight 0 or non-finite point) contribute nothing.
     """
     f64 = torch.float64
-    uv = torch.where(usable[..., None], pts, torch.zeros_like(pts)).to(f64)
-    if w is None:
-        w2 = usable.to(f64)
+    all_usable = w is None and bool(usable.all())
+    uv = pts if all_usable else torch.where(usable[..., None], pts, torch.zeros_like(pts))
+    uv = uv.to(f64).movedim(-1, 0)  # (2, ..., C, N)
+    u, v = uv[0], uv[1]
+    if all_usable:
+        coef = torch.stack([u * u + v * v, -u, -v, torch.ones_like(u)], dim=-2)  # (..., C, 4, N)
     else:
-        w64 = torch.where(usable, w, torch.zeros_like(w)).to(f64)
-        w2 = w64 * w64
-    u, v = uv[..., 0], uv[..., 1]
-    coef = torch.stack([w2 * (u * u + v * v), -w2 * u, -w2 * v, w2], dim=-1)  # (..., C, N, 4)
+        if w is None:
+            w2 = usable.to(f64)
+        else:
+            w64 = torch.where(usable, w, torch.zeros_like(w)).to(f64)
+            w2 = w64 * w64
+        w2u = w2 * u
+        w2v = w2 * v
+        coef = torch.stack([w2u * u + w2v * v, -w2u, -w2v, w2.expand_as(w2u)], dim=-2)
     P = P.to(f64)
     p1, p2, p3 = P[..., 0, :], P[..., 1, :], P[..., 2, :]
 
@@ -269,19 +313,21 @@ def _normal_matrix(
         s32 + s32.transpose(-1, -2),
         outer(p1, p1) + outer(p2, p2),
     ], dim=-3).flatten(-2)  # (..., C, 4, 16)
-    B = torch.einsum("...cnk,...ckm->...nm", coef, mats)
-    return B.unflatten(-1, (4, 4))
+    # sum over (view, coefficient): (..., 16, 4C) @ (..., 4C, N) -> (..., 16, N)
+    return torch.matmul(mats.flatten(-3, -2).transpose(-1, -2), coef.flatten(-3, -2))
 
 
-def _solve_normal(B: torch.Tensor, degenerate: torch.Tensor) -> torch.Tensor:
-    """Unit ``v (..., N, 4)`` minimizing ``v^T B v`` (the smallest eigenvector of ``B``)."""
-    tr = torch.diagonal(B, dim1=-2, dim2=-1).sum(-1)
-    ok = (~degenerate) & (tr > 0) & torch.isfinite(tr)
-    tr_safe = torch.where(ok, tr, torch.ones_like(tr))
-    B = B / tr_safe[..., None, None]
-    substitute = torch.diag(torch.tensor([3.0, 2.0, 1.0, 0.0], dtype=B.dtype, device=B.device)) / 6
-    B = torch.where(ok[..., None, None], B, substitute)
-    return _SmallestEigvec.apply(B)
+_DEGENERATE_B = torch.tensor([3.0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]) / 6
+
+
+def _solve_normal(Bt: torch.Tensor, degenerate: torch.Tensor) -> torch.Tensor:
+    """Unit ``v (..., 4, N)`` minimizing ``v^T B v``; degenerate points get a stand-in ``B``."""
+    tr = Bt[..., 0, :] + Bt[..., 5, :] + Bt[..., 10, :] + Bt[..., 15, :]
+    bad = degenerate | ~(tr > 0) | ~torch.isfinite(tr)
+    if bool(bad.any()):
+        sub = _DEGENERATE_B.to(dtype=Bt.dtype, device=Bt.device)[:, None]
+        Bt = torch.where(bad[..., None, :], sub, Bt)
+    return _SmallestEigvec.apply(Bt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -332,9 +378,9 @@ def triangulate(
         Pn, c, s = _normalize_projections(Pm.to(torch.float64))
     else:
         Pn = Pm.to(torch.float64)
-    B = _normal_matrix(pts, Pn, w, usable)
-    v = _solve_normal(B, degenerate)
-    X = v[..., :3] / v[..., 3:]
+    Bt = _normal_matrix(pts, Pn, w, usable)
+    v = _solve_normal(Bt, degenerate)  # (..., 4, N)
+    X = (v[..., :3, :] / v[..., 3:, :]).transpose(-1, -2)
     if normalize:
         X = c[..., None, :] + s[..., None, :] * X
     X = torch.where(degenerate[..., None], torch.full_like(X, float("nan")), X)
