@@ -77,6 +77,13 @@ def test_look_at_orientation():
     up = cam.project(torch.tensor([[0.0, 0, 1500]], dtype=F64))
     right = cam.project(torch.tensor([[500.0, 0, 1000]], dtype=F64))
     assert up[0, 1] < 239.5 and right[0, 0] > 319.5
+    # one focal length per camera, also for a rig of two; (fx, fy) pairs otherwise
+    two = Camera.look_at(torch.tensor([[3000.0, 0, 0], [0, 3000, 0]]), [0.0, 0, 0],
+                         focal=torch.tensor([1000.0, 1200.0]))
+    torch.testing.assert_close(two.focal, torch.tensor([[1000.0, 1000.0], [1200.0, 1200.0]]))
+    pair = Camera.look_at(torch.tensor([[3000.0, 0, 0], [0, 3000, 0]]), [0.0, 0, 0],
+                          focal=torch.tensor([[1000.0, 1200.0]]))
+    torch.testing.assert_close(pair.focal, torch.tensor([[1000.0, 1200.0], [1000.0, 1200.0]]))
     with pytest.raises(ValueError, match="up"):
         Camera.look_at([0.0, 0, 3000], [0.0, 0, 0])
     with pytest.raises(ValueError, match="eye and target"):
@@ -110,6 +117,8 @@ def test_dtype_promotion_and_to():
     assert c32.dtype == torch.float32 and c32.dist.dtype == torch.float32
     assert c32.image_size.dtype == torch.int64
     assert rig().detach().K.requires_grad is False
+    # points and camera dtypes promote
+    assert rig().project(torch.zeros(1, 3, dtype=torch.float32) + 900).dtype == F64
 
 
 def test_getitem_and_stack():

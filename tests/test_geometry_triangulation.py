@@ -414,3 +414,26 @@ def test_cuda_matches_cpu():
     assert Xr.device.type == "cuda"
     uvg = uv[:, :3].cuda().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a: triangulate(a, cams.P.cuda()), (uvg,))
+
+
+def test_blocked_evaluation_matches(monkeypatch):
+    """Large point sets are processed in blocks; the result and gradients are unchanged."""
+    import mvbook.geometry.triangulation as tri
+
+    cams = rig(4)
+    g = torch.Generator().manual_seed(8)
+    uv = cams.project(points(50, 1)) + torch.randn(4, 50, 2, generator=g, dtype=F64)
+    w = torch.rand(4, 50, generator=g, dtype=F64)
+    w[1:, 3] = 0
+    uv1 = uv.clone().requires_grad_(True)
+    X1 = triangulate(uv1, cams.P, w)
+    X1.nan_to_num().sum().backward()
+    monkeypatch.setattr(tri, "_CHUNK", 7)
+    uv2 = uv.clone().requires_grad_(True)
+    X2 = triangulate(uv2, cams.P, w)
+    X2.nan_to_num().sum().backward()
+    torch.testing.assert_close(X2, X1, equal_nan=True)
+    torch.testing.assert_close(uv2.grad, uv1.grad)
+    blocked_broadcast_w = triangulate(uv, cams.P, w[:, :1])  # (C, 1) weights, blocked
+    monkeypatch.undo()
+    torch.testing.assert_close(blocked_broadcast_w, triangulate(uv, cams.P, w[:, :1]))

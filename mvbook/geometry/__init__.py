@@ -21,6 +21,7 @@ from .epipolar import (
 from .procrustes import procrustes, procrustes_align
 from .projection import (
     distort_normalized,
+    distortion_jacobian,
     normalized_to_pixel,
     pixel_to_normalized,
     project_points,
@@ -38,6 +39,7 @@ from .triangulation import (
 __all__ = [
     "Camera",
     "distort_normalized",
+    "distortion_jacobian",
     "epipolar_distance",
     "epipolar_lines",
     "fundamental_from_cameras",

@@ -252,7 +252,9 @@ class Camera:
             eye, target: ``(B..., 3)`` world points in mm.
             up: ``(B..., 3)`` world up direction (default ``+z``); must not be parallel to
                 the viewing direction.
-            focal: focal length in pixels: a number, ``(B...,)`` or ``(B..., 2)`` ``(fx, fy)``.
+            focal: focal length in pixels: a number, ``(B...,)`` (one per camera; a tensor
+                whose shape equals the camera batch shape is read this way) or ``(B..., 2)``
+                ``(fx, fy)``.
             image_size: ``(width, height)`` pixels, ``(B..., 2)``.
             principal: ``(B..., 2)`` principal point; default the image centre
                 ``((W - 1) / 2, (H - 1) / 2)`` (pixel centres at integers).
@@ -288,8 +290,8 @@ class Camera:
         t = -(R @ eye_t[..., None])[..., 0]
         size = _as_size(image_size, "image_size", dev)
         f = as_float_tensor(focal, "focal", dtype=dtype, device=dev)
-        if f.dim() == 0 or f.shape[-1] != 2:
-            f = torch.stack([f, f], dim=-1)
+        if f.dim() == 0 or f.shape[-1] != 2 or (len(vshape) > 0 and tuple(f.shape) == tuple(vshape)):
+            f = torch.stack([f, f], dim=-1)  # one focal length per camera
         if bool((f <= 0).any()):
             raise ValueError(f"focal must be positive, got {f.tolist()}")
         if principal is None:
@@ -350,6 +352,7 @@ class Camera:
     # ------------------------------------------------------------------ transforms
     def _check_points(self, X: Any, name: str, d: int) -> torch.Tensor:
         X = _check_points(as_float_tensor(X, name, device=self.device), name, d)
+        X = X.to(torch.promote_types(X.dtype, self.dtype))
         broadcast_batch({name: tuple(X.shape[:-2]), "camera": tuple(self.batch_shape)})
         return X
 
@@ -401,13 +404,11 @@ class Camera:
         """Back-project pixels ``(..., N, 2)`` at depths ``(..., N)`` mm to camera frame."""
         xn = self.pixel_to_normalized(uv, undistort)
         depth = as_float_tensor(depth, "depth", dtype=xn.dtype, device=self.device)
-        if depth.shape[-1:] != xn.shape[-2:-1] and depth.dim() > 0:
-            try:
-                torch.broadcast_shapes(depth.shape, xn.shape[:-1])
-            except RuntimeError as exc:
-                raise ValueError(
-                    f"depth must broadcast to (..., N) = {tuple(xn.shape[:-1])}, got "
-                    f"{tuple(depth.shape)}") from exc
+        try:
+            torch.broadcast_shapes(depth.shape, xn.shape[:-1])
+        except RuntimeError as exc:
+            raise ValueError(f"depth must broadcast to (..., N) = {tuple(xn.shape[:-1])}, got "
+                             f"{tuple(depth.shape)}") from exc
         xh = torch.cat([xn, torch.ones_like(xn[..., :1])], dim=-1)
         return xh * depth[..., None]
 

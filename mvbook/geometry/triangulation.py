@@ -10,13 +10,16 @@
 
 Shapes: ``points2d (..., C, N, 2)`` pixels (undistorted: the image of ``P``), ``P (..., C, 3, 4)``
 (``P = K [R | t]``, mm to pixels), ``weights (..., C, N)``; leading dims broadcast. No Python
-loop runs over points or views.
+loop runs over points or views (very large point sets are processed in vectorized blocks of
+16,384 points so the working set stays in cache).
 
 How the DLT is solved. For view ``c`` with rows ``p1, p2, p3`` of ``P_c`` and point ``(u, v)``
 the two rows ``w_c (u p3 - p1)`` and ``w_c (v p3 - p2)`` enter ``A (2C x 4)``; the homogeneous
 point is the right singular vector of ``A`` for its smallest singular value, i.e. the
 eigenvector of ``B = A^T A`` for its smallest eigenvalue. ``B`` is accumulated in float64
-(whatever the input dtype) so float32 inputs lose nothing to the squaring, and its smallest
+(whatever the input dtype) so float32 inputs lose nothing to the squaring (``B`` of all
+points is one matrix product: four per-point coefficients ``w^2 (u^2 + v^2, -u, -v, 1)``
+times four per-view 4x4 matrices built from ``P``), and its smallest
 eigenvector is found by a vectorized inverse iteration (4x4 Cholesky written out
 element-wise, so 100,000 points cost a few tensor operations rather than 100,000 LAPACK
 calls); the rare points whose iteration has not converged are finished by
@@ -52,6 +55,7 @@ __all__ = [
 ]
 
 _DEGENERATE_CHOICES = ("nan", "raise")
+_CHUNK = 16384  # points per block in triangulate
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,109 +159,122 @@ def _normalize_projections(P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor,
 
 
 # ---------------------------------------------------------------------------------------
-# smallest eigenvector of batched symmetric PSD 4x4 matrices, stored entries-first
-# (``Bt (..., 16, N)``, entry ``4 i + j`` of point ``n`` at ``Bt[..., 4 i + j, n]``) so that
-# every element-wise operation below runs over contiguous memory.
-def _cholesky_solver(Bt: torch.Tensor):  # noqa: ANN202
+# smallest eigenvector of batched symmetric PSD 4x4 matrices, stored packed and entries-first:
+# ``Bp (..., 10, N)`` holds the lower triangle (row-major: 00, 10, 11, 20, 21, 22, 30, 31, 32,
+# 33) of point ``n`` in column ``n``, so every element-wise operation below runs over
+# contiguous memory and only the 10 distinct entries are computed.
+_TRIL = [(0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2), (3, 3)]
+_PACK = {ij: k for k, ij in enumerate(_TRIL)}
+_TRIL_FLAT = [4 * i + j for i, j in _TRIL]  # packed entry -> index in a flattened 4x4
+_UNPACK = [_PACK[(max(i, j), min(i, j))] for i in range(4) for j in range(4)]  # 4x4 -> packed
+_DIAG = [_PACK[(i, i)] for i in range(4)]
+
+
+def _cholesky_solver(Bp: torch.Tensor):  # noqa: ANN202
     """Element-wise Cholesky of ``B + 1e-13 tr(B) I``; returns a solver for 4-vectors.
 
-    ``Bt (16, M)``; the factor is kept as reciprocal diagonals so the solves only multiply.
+    ``Bp (10, M)`` packed; the factor keeps reciprocal diagonals so the solves only multiply.
     """
-    b = [[Bt[4 * i + j] for j in range(4)] for i in range(4)]
-    shift = 1e-13 * (b[0][0] + b[1][1] + b[2][2] + b[3][3])
+    b00, b10, b11, b20, b21, b22, b30, b31, b32, b33 = Bp.unbind(0)
+    shift = 1e-13 * (b00 + b11 + b22 + b33)
     tiny = 1e-300
-    i00 = torch.rsqrt((b[0][0] + shift).clamp_min(tiny))
-    l10, l20, l30 = b[1][0] * i00, b[2][0] * i00, b[3][0] * i00
-    i11 = torch.rsqrt((b[1][1] + shift - l10 * l10).clamp_min(tiny))
-    l21 = (b[2][1] - l20 * l10) * i11
-    l31 = (b[3][1] - l30 * l10) * i11
-    i22 = torch.rsqrt((b[2][2] + shift - l20 * l20 - l21 * l21).clamp_min(tiny))
-    l32 = (b[3][2] - l30 * l20 - l31 * l21) * i22
-    i33 = torch.rsqrt((b[3][3] + shift - l30 * l30 - l31 * l31 - l32 * l32).clamp_min(tiny))
+    msub = lambda a, b, c: torch.addcmul(a, b, c, value=-1.0)  # a - b * c  # noqa: E731
+    i00 = torch.rsqrt((b00 + shift).clamp_min(tiny))
+    l10, l20, l30 = b10 * i00, b20 * i00, b30 * i00
+    i11 = torch.rsqrt(msub(b11 + shift, l10, l10).clamp_min(tiny))
+    l21 = msub(b21, l20, l10) * i11
+    l31 = msub(b31, l30, l10) * i11
+    i22 = torch.rsqrt(msub(msub(b22 + shift, l20, l20), l21, l21).clamp_min(tiny))
+    l32 = msub(msub(b32, l30, l20), l31, l21) * i22
+    i33 = torch.rsqrt(msub(msub(msub(b33 + shift, l30, l30), l31, l31), l32, l32).clamp_min(tiny))
 
     def solve(x: list[torch.Tensor] | None) -> list[torch.Tensor]:
         if x is None:  # x = e4: only the last forward-substitution entry is non-zero
             y3 = i33 * i33
             y2 = -(l32 * y3) * i22
-            y1 = -(l21 * y2 + l31 * y3) * i11
-            y0 = -(l10 * y1 + l20 * y2 + l30 * y3) * i00
+            y1 = -torch.addcmul(l21 * y2, l31, y3) * i11
+            y0 = -torch.addcmul(torch.addcmul(l10 * y1, l20, y2), l30, y3) * i00
             return [y0, y1, y2, y3]
         z0 = x[0] * i00
-        z1 = (x[1] - l10 * z0) * i11
-        z2 = (x[2] - l20 * z0 - l21 * z1) * i22
-        z3 = (x[3] - l30 * z0 - l31 * z1 - l32 * z2) * i33
+        z1 = msub(x[1], l10, z0) * i11
+        z2 = msub(msub(x[2], l20, z0), l21, z1) * i22
+        z3 = msub(msub(msub(x[3], l30, z0), l31, z1), l32, z2) * i33
         y3 = z3 * i33
-        y2 = (z2 - l32 * y3) * i22
-        y1 = (z1 - l21 * y2 - l31 * y3) * i11
-        y0 = (z0 - l10 * y1 - l20 * y2 - l30 * y3) * i00
+        y2 = msub(z2, l32, y3) * i22
+        y1 = msub(msub(z1, l21, y2), l31, y3) * i11
+        y0 = msub(msub(msub(z0, l10, y1), l20, y2), l30, y3) * i00
         return [y0, y1, y2, y3]
 
     return solve
 
 
-def _inverse_iteration(B2: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``B2 (16, M)`` -> unit vectors ``(4, M)`` and a bool ``(M,)`` of converged entries."""
-    solve = _cholesky_solver(B2)
+def _sumsq(x: list[torch.Tensor]) -> torch.Tensor:
+    return torch.addcmul(torch.addcmul(torch.addcmul(x[0] * x[0], x[1], x[1]), x[2], x[2]),
+                         x[3], x[3])
+
+
+def _inverse_iteration(Bp: torch.Tensor, iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Bp (10, M)`` -> unit vectors ``(4, M)`` and a bool ``(M,)`` of converged entries."""
+    solve = _cholesky_solver(Bp)
     x: list[torch.Tensor] | None = None
-    prev = None
-    for _ in range(iterations):
+    prev: list[torch.Tensor] | None = None
+    for _ in range(max(iterations, 1)):
         y = solve(x)
-        inv_norm = torch.rsqrt((y[0] * y[0] + y[1] * y[1] + y[2] * y[2] + y[3] * y[3])
-                               .clamp_min(1e-300))
+        inv_norm = torch.rsqrt(_sumsq(y).clamp_min(1e-300))
         prev = x
         x = [yi * inv_norm for yi in y]
-    v = torch.stack(x)
+    assert x is not None
     if prev is None:
-        return v, torch.zeros_like(v[0], dtype=torch.bool)
-    vp = torch.stack(prev)
-    sign = torch.where((v * vp).sum(0) < 0, -1.0, 1.0).to(v.dtype)
-    # squared length of the last step; inverse iteration converges linearly, so a last step
-    # below 1e-10 (angle) leaves an error far below that
-    step2 = (v - sign * vp).square().sum(0)
-    converged = step2 < 1e-20
-    return v, converged
+        return torch.stack(x), torch.zeros_like(x[0], dtype=torch.bool)
+    # squared length of the last step (signs aligned); inverse iteration converges linearly,
+    # so a last step below 1e-10 (an angle) leaves an error far below that
+    dot = torch.addcmul(torch.addcmul(torch.addcmul(x[0] * prev[0], x[1], prev[1]), x[2], prev[2]),
+                        x[3], prev[3])
+    sign = torch.where(dot < 0, -1.0, 1.0).to(dot.dtype)
+    step = [torch.addcmul(xi, sign, pi, value=-1.0) for xi, pi in zip(x, prev)]
+    converged = _sumsq(step) < 1e-20
+    return torch.stack(x), converged
 
 
-def _smallest_eigvec_forward(Bt: torch.Tensor) -> torch.Tensor:
-    """Unit eigenvectors ``(..., 4, N)`` of the smallest eigenvalue of ``Bt (..., 16, N)``.
+def _smallest_eigvec_forward(Bp: torch.Tensor) -> torch.Tensor:
+    """Unit eigenvectors ``(..., 4, N)`` of the smallest eigenvalue of packed ``Bp (..., 10, N)``.
 
     Vectorized shifted inverse iteration from ``e4`` (3 steps; a linear convergence factor of
     ``lambda_1 / lambda_2``, ~1e-5 for normalized triangulation); entries that have not
-    converged get 16 more steps, then ``torch.linalg.eigh``. Sign: last component >= 0.
+    converged get 16 more steps, then ``torch.linalg.eigh``. The sign is arbitrary.
     """
-    shape = Bt.shape
-    B2 = Bt.movedim(-2, 0).reshape(16, -1)
+    shape = Bp.shape
+    B2 = Bp.movedim(-2, 0).reshape(10, -1)
     v, ok = _inverse_iteration(B2, 3)
     if not bool(ok.all()):
         idx = (~ok).nonzero()[:, 0]
         v_sub, ok_sub = _inverse_iteration(B2[:, idx], 16)
         if not bool(ok_sub.all()):
             idx2 = (~ok_sub).nonzero()[:, 0]
-            mats = B2[:, idx[idx2]].T.reshape(-1, 4, 4)
+            mats = B2[:, idx[idx2]].T[:, _UNPACK].reshape(-1, 4, 4)
             _, vecs = torch.linalg.eigh(mats)
             v_sub[:, idx2] = vecs[..., :, 0].T
         v[:, idx] = v_sub
-    v = torch.where(v[3:] < 0, -v, v)
     return v.reshape(4, *shape[:-2], shape[-1]).movedim(0, -2)
 
 
 class _SmallestEigvec(torch.autograd.Function):
-    """Smallest eigenvector of symmetric PSD ``B`` (entries-first), analytic gradient.
+    """Smallest eigenvector of symmetric PSD ``B`` (packed entries-first), analytic gradient.
 
     For a simple eigenvalue ``lambda`` with unit eigenvector ``v``:
     ``dv = -(B - lambda I)^+ dB v``, so ``dL/dB = -sym((B - lambda I)^+ g v^T)``.
     """
 
     @staticmethod
-    def forward(ctx: Any, Bt: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        v = _smallest_eigvec_forward(Bt.detach())
-        ctx.save_for_backward(Bt, v)
+    def forward(ctx: Any, Bp: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        v = _smallest_eigvec_forward(Bp.detach())
+        ctx.save_for_backward(Bp, v)
         return v
 
     @staticmethod
     def backward(ctx: Any, grad_v: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        Bt, v = ctx.saved_tensors
-        B = Bt.movedim(-2, -1).unflatten(-1, (4, 4))  # (..., N, 4, 4)
+        Bp, v = ctx.saved_tensors
+        B = Bp.movedim(-2, -1)[..., _UNPACK].unflatten(-1, (4, 4))  # (..., N, 4, 4)
         vv = v.movedim(-2, -1)  # (..., N, 4)
         g = grad_v.movedim(-2, -1)
         lam = ((B @ vv[..., :, None])[..., 0] * vv).sum(-1)
@@ -268,14 +285,16 @@ class _SmallestEigvec(torch.autograd.Function):
         g_perp = g - vv * (vv * g).sum(-1, keepdim=True)
         y, _ = torch.linalg.solve_ex(M, g_perp[..., None])
         G = -(y * vv[..., None, :])
-        G = 0.5 * (G + G.transpose(-1, -2))
-        return G.flatten(-2).movedim(-1, -2)
+        # a packed off-diagonal entry stands for B_ij and B_ji: its gradient is G_ij + G_ji
+        Gp = (G + G.transpose(-1, -2)).flatten(-2)[..., _TRIL_FLAT]
+        Gp[..., _DIAG] = Gp[..., _DIAG] * 0.5
+        return Gp.movedim(-1, -2)
 
 
 def _normal_matrix(
     pts: torch.Tensor, P: torch.Tensor, w: torch.Tensor | None, usable: torch.Tensor
 ) -> torch.Tensor:
-    """``B = A^T A`` of the weighted DLT design matrix, float64, entries-first ``(..., 16, N)``.
+    """``B = A^T A`` of the weighted DLT design matrix, float64, packed ``(..., 10, N)``.
 
     For view ``c`` the rows ``w (u p3 - p1)`` and ``w (v p3 - p2)`` contribute
     ``w^2 [(u^2 + v^2) p3 p3^T - u (p3 p1^T + p1 p3^T) - v (p3 p2^T + p2 p3^T)
@@ -286,19 +305,8 @@ def _normal_matrix(
     f64 = torch.float64
     all_usable = w is None and bool(usable.all())
     uv = pts if all_usable else torch.where(usable[..., None], pts, torch.zeros_like(pts))
-    uv = uv.to(f64).movedim(-1, 0)  # (2, ..., C, N)
+    uv = uv.to(f64).movedim(-1, 0).contiguous()  # (2, ..., C, N)
     u, v = uv[0], uv[1]
-    if all_usable:
-        coef = torch.stack([u * u + v * v, -u, -v, torch.ones_like(u)], dim=-2)  # (..., C, 4, N)
-    else:
-        if w is None:
-            w2 = usable.to(f64)
-        else:
-            w64 = torch.where(usable, w, torch.zeros_like(w)).to(f64)
-            w2 = w64 * w64
-        w2u = w2 * u
-        w2v = w2 * v
-        coef = torch.stack([w2u * u + w2v * v, -w2u, -w2v, w2.expand_as(w2u)], dim=-2)
     P = P.to(f64)
     p1, p2, p3 = P[..., 0, :], P[..., 1, :], P[..., 2, :]
 
@@ -309,25 +317,39 @@ def _normal_matrix(
     s32 = outer(p3, p2)
     mats = torch.stack([
         outer(p3, p3),
-        s31 + s31.transpose(-1, -2),
-        s32 + s32.transpose(-1, -2),
+        -(s31 + s31.transpose(-1, -2)),
+        -(s32 + s32.transpose(-1, -2)),
         outer(p1, p1) + outer(p2, p2),
-    ], dim=-3).flatten(-2)  # (..., C, 4, 16)
-    # sum over (view, coefficient): (..., 16, 4C) @ (..., 4C, N) -> (..., 16, N)
+    ], dim=-3).flatten(-2)[..., _TRIL_FLAT]  # (..., C, 4, 10), for coefficients (r2, u, v, 1)
+    if all_usable:
+        # the constant coefficient is 1 for every point: add its matrices once
+        coef = torch.stack([torch.addcmul(u * u, v, v), u, v], dim=-2)  # (..., C, 3, N)
+        const = mats[..., 3, :].sum(-2)[..., :, None]  # (..., 10, 1)
+        lin = mats[..., :3, :].flatten(-3, -2).transpose(-1, -2)  # (..., 10, 3C)
+        return torch.matmul(lin, coef.flatten(-3, -2)) + const
+    if w is None:
+        w2 = usable.to(f64)
+    else:
+        w64 = torch.where(usable, w, torch.zeros_like(w)).to(f64)
+        w2 = w64 * w64
+    w2u = w2 * u
+    w2v = w2 * v
+    coef = torch.stack([torch.addcmul(w2u * u, w2v, v), w2u, w2v, w2.expand_as(w2u)], dim=-2)
+    # sum over (view, coefficient): (..., 10, 4C) @ (..., 4C, N) -> (..., 10, N)
     return torch.matmul(mats.flatten(-3, -2).transpose(-1, -2), coef.flatten(-3, -2))
 
 
-_DEGENERATE_B = torch.tensor([3.0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]) / 6
+_DEGENERATE_B = torch.tensor([3.0, 0, 2, 0, 0, 1, 0, 0, 0, 0]) / 6  # packed diag(3, 2, 1, 0) / 6
 
 
-def _solve_normal(Bt: torch.Tensor, degenerate: torch.Tensor) -> torch.Tensor:
+def _solve_normal(Bp: torch.Tensor, degenerate: torch.Tensor) -> torch.Tensor:
     """Unit ``v (..., 4, N)`` minimizing ``v^T B v``; degenerate points get a stand-in ``B``."""
-    tr = Bt[..., 0, :] + Bt[..., 5, :] + Bt[..., 10, :] + Bt[..., 15, :]
+    tr = Bp[..., 0, :] + Bp[..., 2, :] + Bp[..., 5, :] + Bp[..., 9, :]
     bad = degenerate | ~(tr > 0) | ~torch.isfinite(tr)
     if bool(bad.any()):
-        sub = _DEGENERATE_B.to(dtype=Bt.dtype, device=Bt.device)[:, None]
-        Bt = torch.where(bad[..., None, :], sub, Bt)
-    return _SmallestEigvec.apply(Bt)
+        sub = _DEGENERATE_B.to(dtype=Bp.dtype, device=Bp.device)[:, None]
+        Bp = torch.where(bad[..., None, :], sub, Bp)
+    return _SmallestEigvec.apply(Bp)
 
 
 # ---------------------------------------------------------------------------------------
@@ -378,12 +400,23 @@ def triangulate(
         Pn, c, s = _normalize_projections(Pm.to(torch.float64))
     else:
         Pn = Pm.to(torch.float64)
-    Bt = _normal_matrix(pts, Pn, w, usable)
-    v = _solve_normal(Bt, degenerate)  # (..., 4, N)
+    n = pts.shape[-2]
+    if n <= 2 * _CHUNK:
+        v = _solve_normal(_normal_matrix(pts, Pn, w, usable), degenerate)  # (..., 4, N)
+    else:
+        # blocks of points keep the working set in cache (each block is fully vectorized)
+        blocks = []
+        for s0 in range(0, n, _CHUNK):
+            sl = slice(s0, s0 + _CHUNK)
+            wb = None if w is None else w[..., sl] if w.shape[-1] == n else w
+            blocks.append(_solve_normal(
+                _normal_matrix(pts[..., sl, :], Pn, wb, usable[..., sl]), degenerate[..., sl]))
+        v = torch.cat(blocks, dim=-1)
     X = (v[..., :3, :] / v[..., 3:, :]).transpose(-1, -2)
     if normalize:
-        X = c[..., None, :] + s[..., None, :] * X
-    X = torch.where(degenerate[..., None], torch.full_like(X, float("nan")), X)
+        X = torch.addcmul(c[..., None, :], s[..., None, :], X)
+    if bool(degenerate.any()):
+        X = torch.where(degenerate[..., None], torch.full_like(X, float("nan")), X)
     return X.to(out_dtype)
 
 

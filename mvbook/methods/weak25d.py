@@ -792,11 +792,18 @@ def predict(model: Weak25DNet, images: torch.Tensor, K: torch.Tensor,
 
 
 def evaluate(model: Weak25DNet, test: ImageSet, batch_size: int = 64) -> dict[str, Any]:
-    """MPJPE, N-MPJPE, PA-MPJPE (mm, root-relative at the pelvis, all 17 joints) and the mean
-    2D error (heatmap px) of monocular predictions on ``test``.
+    """Metrics of monocular predictions on ``test`` (each view an independent image).
 
-    The predicted pose is scale-normalised; it is brought to millimetres with the true length
-    of the reference bone (as the 2.5D representation defines depth only up to that scale).
+    - ``MPJPE``, ``N-MPJPE``, ``PA-MPJPE`` (mm, all 17 joints; root-aligned at the pelvis,
+      scale-fitted, Procrustes-aligned): the predicted 2.5D pose is reconstructed and brought to
+      millimetres with the true length of the reference bone (the 2.5D representation defines
+      the pose only up to that scale).
+    - ``depth error``: mean ``|zr - zr_gt| s`` (mm), the root-relative depth alone.
+    - ``MPJPE (true 2D)``: MPJPE of the reconstruction from the *true* 2D joints and the
+      predicted depths (isolates what the depth maps learned from 2D precision).
+    - ``2D error (px)``: mean distance to the true 2D joints in heatmap pixels.
+
+    Also returns ``pred`` (:func:`predict`'s output).
     """
     from mvbook.metrics import mpjpe, n_mpjpe, pa_mpjpe
 
@@ -804,10 +811,14 @@ def evaluate(model: Weak25DNet, test: ImageSet, batch_size: int = 64) -> dict[st
     gt = test.joints_cam
     X = pred["joints_cam"]
     root = model.config.root
+    X_true2d = reconstruct_from_25d(test.uv.double(), pred["zr"].double(), test.K.double(),
+                                    model.config.reference_bone, test.bone.double()).float()
     return {
         "MPJPE": float(mpjpe(X, gt, root=root)),
         "N-MPJPE": float(n_mpjpe(X, gt, root=root)),
         "PA-MPJPE": float(pa_mpjpe(X, gt)),
+        "depth error": float(((pred["zr"] - test.zr).abs() * test.bone[:, None]).mean()),
+        "MPJPE (true 2D)": float(mpjpe(X_true2d, gt, root=root)),
         "2D error (px)": float((pred["uv"] - test.uv).norm(dim=-1).mean()),
         "pred": pred,
     }

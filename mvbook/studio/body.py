@@ -169,7 +169,7 @@ def build_body(shape: BodyShape | None = None) -> BodyModel:
                   (105.0 * girth * s.belly, 158.0 * girth * s.shoulder_width, 115.0 * g),
                   55.0 * s.torso / 115.0))
     prims.append(("pelvis", "root", (0.0, 45.0 * g, 0.0), _AXES_UP,
-                  (110.0 * girth * s.belly, 160.0 * girth * s.hip_width, 105.0 * g), 0.4))
+                  (100.0 * girth * s.belly, 158.0 * girth * s.hip_width, 105.0 * g), 0.4))
     prims.append(("neck", "neck", (0.0, 45.0 * hd, 0.0), _AXES_UP, (50.0 * girth,) * 3, 0.8))
     prims.append(("head", "neck", (10.0 * hd, 170.0 * hd, 0.0), _AXES_UP,
                   (100.0 * hd, 80.0 * hd, 115.0 * hd), 0.0))
@@ -243,12 +243,16 @@ class Primitives:
         )
 
     def to(self, *args, **kwargs) -> Primitives:
+        """Like ``Tensor.to`` for the float tensors; indices follow the device."""
+        center = self.center.to(*args, **kwargs)
         return Primitives(
-            self.center.to(*args, **kwargs), self.rot.to(*args, **kwargs),
-            self.scale.to(*args, **kwargs), self.h.to(*args, **kwargs),
-            self.part.to(self.center.to(*args, **kwargs).device),
-            self.person.to(self.center.to(*args, **kwargs).device),
+            center, self.rot.to(*args, **kwargs), self.scale.to(*args, **kwargs),
+            self.h.to(*args, **kwargs), self.part.to(center.device), self.person.to(center.device),
         )
+
+    def float(self) -> Primitives:
+        """float32 copy."""
+        return self.to(torch.float32)
 
     def frames(self, index: torch.Tensor | slice) -> Primitives:
         """Select frames (first axis)."""

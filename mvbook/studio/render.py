@@ -16,15 +16,20 @@ cap sphere centred at ``(0, 0, clamp(z, -h, h))`` (a second quadratic).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import time
+from dataclasses import dataclass
 
 import torch
 
 from mvbook.geometry import Camera
 from mvbook.studio.appearance import RoomStyle, albedo, render_room, shade
-from mvbook.studio.body import NUM_PARTS, Primitives, joint_part_adjacency, local_to_uv
+from mvbook.studio.body import (
+    NUM_PARTS,
+    Primitives,
+    joint_part_adjacency,
+    local_to_uv,
+    uv_to_local,
+)
 
 _EPS = 1e-12
 
@@ -123,8 +128,6 @@ def surface_samples(prims: Primitives, n_around: int = 12, n_along: int = 7) -> 
     v = torch.linspace(0, 1, n_along, device=dev, dtype=dt)
     uu, vv = torch.meshgrid(u, v, indexing="ij")
     uu, vv = uu.reshape(-1), vv.reshape(-1)
-    from mvbook.studio.body import uv_to_local
-
     q = uv_to_local(uu, vv, prims.h[..., None])  # (F, K, S, 3)
     rs = prims.rot * prims.scale[..., None, :]
     pts = (rs[:, :, None] @ q[..., None])[..., 0] + prims.center[:, :, None]
@@ -162,6 +165,9 @@ class Renderer:
         supersample: s; s x s rays per pixel, colours averaged, labels (mask, depth, IUV) from
             the sub-sample nearest the pixel centre.
         device: torch device. chunk: ray-primitive pairs per chunk.
+
+    Attributes: ``background`` (C, 3, H, W) float in [0, 1]; ``timings``: seconds spent in the
+    sections of the last :meth:`render` (regions, candidates, casting, shading, scatter, joints).
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Camera rigs of the studio, modelled on the real capture setups (as :class:`Camera` batches).
 
 - ``"h36m"``: Human3.6M-like, 4 cameras near the corners of the room at about 1.6 m height,
-  square images, focal about 1.35 image widths, optional Human3.6M-like lens distortion.
+  square images, focal 1.5 image widths, optional Human3.6M-like lens distortion.
 - ``"panoptic"``: CMU Panoptic-like, 5 HD views on the dome (radius about 3.4 m, 16:9 images).
 - ``"shelf"``: Shelf-like, 5 views from one side of a small room (4:3 images).
 - ``"campus"``: Campus-like, 3 outdoor views from far away (4:3 images, wide area).
@@ -95,10 +95,10 @@ def make_rig(
             [42.0, 137.0, -44.0, -133.0], [4300.0, 4150.0, 4250.0, 4400.0],
             [1550.0, 1620.0, 1480.0, 1680.0],
             [(60.0, -40.0, 900.0), (-30.0, 50.0, 950.0), (20.0, 30.0, 880.0), (-50.0, -20.0, 930.0)],
-            focal=1.35 * w, image_size=(w, h), dist=H36M_DIST if distortion else None, dtype=dtype,
+            focal=1.5 * w, image_size=(w, h), dist=H36M_DIST if distortion else None, dtype=dtype,
         )
         return RigSpec(name, cams, ("54138969", "55011271", "58860488", "60457274"),
-                       Room(5200.0, 4800.0, 3200.0), 700.0)
+                       Room(5200.0, 4800.0, 3200.0), 600.0)
     if name == "panoptic":
         cams = _ring(
             [10.0, 82.0, 150.0, 222.0, 290.0], [3350.0, 3450.0, 3300.0, 3400.0, 3450.0],
@@ -107,7 +107,7 @@ def make_rig(
             dist=tuple(0.3 * v for v in H36M_DIST) if distortion else None, dtype=dtype,
         )
         return RigSpec(name, cams, ("hd_03", "hd_06", "hd_12", "hd_13", "hd_23"),
-                       Room(4200.0, 4200.0, 4000.0), 1200.0)
+                       Room(4200.0, 4200.0, 4000.0), 1500.0)
     if name == "shelf":
         cams = _ring(
             [-150.0, -120.0, -90.0, -60.0, -30.0], [3600.0, 3800.0, 3700.0, 3800.0, 3600.0],

@@ -57,7 +57,7 @@ class StudioConfig:
     store: tuple[str, ...] = ("masks", "iuv")
     persons: tuple[int, int] = (1, 5)
     seed: int = 0
-    version: int = 1  # bump when rendering changes (invalidates caches)
+    version: int = 3  # bump when rendering changes (invalidates caches)
 
     def __post_init__(self) -> None:
         from mvbook.studio.rigs import RIGS
@@ -218,36 +218,41 @@ def _uniform(g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> float:
 
 def _place(clip: str, num_frames: int, fps: float, root_scale: float, radius: float,
            g: torch.Generator, mirror_p: float, others: list[torch.Tensor] | None = None,
-           min_gap: float = 900.0, tries: int = 30) -> tuple[motion.MotionParams, torch.Tensor] | None:
+           min_gap: float = 750.0, tries: int = 40, bend: float = 0.6,
+           rho: tuple[float, float] = (0.35, 0.6)) -> tuple[motion.MotionParams, torch.Tensor] | None:
     """Random motion parameters that keep the root path inside ``radius`` (and away from others)."""
     c = motion.load_clip(clip)
-    for _ in range(tries):
+
+    def centred_path(params: motion.MotionParams) -> tuple[torch.Tensor, float]:
+        pos, _ = motion.sequence_pose(params)  # centred on params.position = (0, 0)
+        path = torch.stack([pos[:, 0], -pos[:, 2]], -1)  # world (x, y)
+        span = path.amax(0) - path.amin(0)
+        return path, float(span.norm() / 2)
+
+    for _ in range(max(1, tries // 8)):
         start = _uniform(g, 0.0, c.duration)
         heading = _uniform(g, -math.pi, math.pi)
         mirror = _uniform(g) < mirror_p
         params = motion.MotionParams(clip, num_frames, fps, start, heading, (0.0, 0.0), mirror,
                                      0.0, root_scale)
-        extent = motion.path_extent(params)
-        if extent > 0.6 * radius:
-            # bend the path into an arc of radius rho so that the person stays in the volume
-            pos, _ = motion.sequence_pose(params)
-            length = float(torch.diff(pos[:, [0, 2]], dim=0).norm(dim=-1).sum())
+        path, extent = centred_path(params)
+        if extent > bend * radius:
+            # bend the path into an arc so that the person stays in the volume
+            length = float(torch.diff(path, dim=0).norm(dim=-1).sum())
             dur = max(num_frames / fps, 1e-3)
-            rho = _uniform(g, 0.35, 0.6) * radius
-            turn = (length / dur) / rho * (1 if _uniform(g) < 0.5 else -1)
+            arc = _uniform(g, *rho) * radius
+            turn = (length / dur) / arc * (1 if _uniform(g) < 0.5 else -1)
             params = replace(params, turn_rate=turn)
-            extent = motion.path_extent(params)
+            path, extent = centred_path(params)
         room = max(0.0, radius - extent)
-        r = room * math.sqrt(_uniform(g))
-        a = _uniform(g, -math.pi, math.pi)
-        params = replace(params, position=(r * math.cos(a), r * math.sin(a)))
-        pos, _ = motion.sequence_pose(params)
-        path = torch.stack([pos[:, 0], -pos[:, 2]], -1)  # world (x, y)
-        if others:
-            gap = min(float((path - o).norm(dim=-1).min()) for o in others)
-            if gap < min_gap:
+        for _ in range(8):  # positions for this motion
+            r = room * math.sqrt(_uniform(g))
+            a = _uniform(g, -math.pi, math.pi)
+            xy = (r * math.cos(a), r * math.sin(a))
+            placed = path + torch.tensor(xy, dtype=path.dtype)
+            if others and min(float((placed - o).norm(dim=-1).min()) for o in others) < min_gap:
                 continue
-        return params, path
+            return replace(params, position=xy), placed
     return None
 
 
@@ -290,7 +295,7 @@ def plan_sequences(config: StudioConfig) -> list[SequencePlan]:
                 scale = subject.shape.height * (subject.shape.thigh + subject.shape.shin) / 2
                 clip = config.actions[int(torch.randint(0, len(config.actions), (), generator=g))]
                 placed = _place(clip, n_frames, config.fps, scale, radius, g, config.mirror,
-                                paths)
+                                paths, bend=0.3, rho=(0.2, 0.35))
                 if placed is None:
                     continue  # no room left for this person
                 people.append(PersonTrack(subject, placed[0]))
