@@ -53,6 +53,16 @@ def test_same_seed_same_arrays_and_other_seed_differs(smoke, tmp_path):
                               np.load(root / "joints3d.npy")[: len(np.load(other / "joints3d.npy"))])
 
 
+def test_frame_batching_gives_the_same_arrays(smoke, tmp_path, monkeypatch):
+    from mvbook.studio import build as build_module
+
+    cache, root = smoke
+    monkeypatch.setattr(build_module, "_RAYS_PER_BATCH", 48 * 48 * 4)  # one frame at a time
+    again = build_studio("smoke", "single", 0, tmp_path, progress=False)
+    for key in ("images", "masks", "iuv", "depth", "joints2d", "visibility", "bbox"):
+        assert np.array_equal(np.load(root / f"{key}.npy"), np.load(again / f"{key}.npy")), key
+
+
 def test_multi_person_build(tmp_path):
     root = build_studio("smoke", "multi", 0, tmp_path, progress=False)
     ds = open_data(root, split=None)

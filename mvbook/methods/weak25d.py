@@ -18,7 +18,9 @@ Training needs no 3D labels:
   any two views must agree after the rigid transform that best aligns them (Procrustes,
   differentiable; no extrinsic calibration needed) (:func:`multiview_consistency_loss`),
 - a limb-length prior on the scale-normalised pose: bone lengths close to mean ratios and
-  left/right symmetric (:func:`limb_length_loss`).
+  left/right symmetric (:func:`limb_length_loss`),
+- a distance prior keeping joints at least a few bone lengths in front of the camera
+  (:func:`distance_prior_loss`; this book's addition against a degenerate solution).
 
 The same module trains the two reference points of the chapter: a 2D-only model (its depth
 maps never receive a signal) and a fully supervised model (2D + scale-normalised depth labels).
@@ -55,6 +57,7 @@ __all__ = [
     "heatmap_loss",
     "multiview_consistency_loss",
     "limb_length_loss",
+    "distance_prior_loss",
     "bone_lengths",
     "bone_ratio_prior",
     "depth_loss",
@@ -99,6 +102,8 @@ class Weak25DConfig:
     - ``mc_delta``: the consistency distance is a smooth L1 (Huber) with this threshold, in
       scale-normalised units (0: plain L1).
     - ``align_grad``: gradients flow through the Procrustes alignment of the consistency loss.
+    - ``w_front``, ``z_min``: weight of the distance prior :func:`distance_prior_loss` and the
+      smallest plausible joint depth in reference-bone units (3 bones: about 1.5 m).
     """
 
     crop_size: int = 64
@@ -116,6 +121,8 @@ class Weak25DConfig:
     w_depth: float = 1.0
     mc_delta: float = 0.1
     align_grad: bool = True
+    w_front: float = 1.0
+    z_min: float = 3.0
 
     @property
     def heatmap_size(self) -> int:
@@ -368,7 +375,8 @@ class Weak25DNet(nn.Module):
 
     ``forward(images (N, 3, S, S) uint8 or normalised float) -> dict`` with
     ``uv (N, J, 2)`` heatmap pixels (soft-argmax), ``zr (N, J)`` scale-normalised
-    root-relative depth, ``log_prob (N, J, h, w)`` the log spatial softmax and ``depth_maps``.
+    root-relative depth (the root's read-out is subtracted, so ``zr[:, root] = 0``),
+    ``log_prob (N, J, h, w)`` the log spatial softmax and ``depth_maps``.
     """
 
     def __init__(self, num_joints: int = 17, config: Weak25DConfig | None = None) -> None:
@@ -386,7 +394,8 @@ class Weak25DNet(nn.Module):
         log_prob = torch.log_softmax(self.config.beta * logits.flatten(-2).float(), dim=-1)
         prob = log_prob.exp()
         uv = soft_argmax_2d(prob.view(-1, J, h, w), normalize=False)
-        zr = (prob * depth_maps.flatten(-2).float()).sum(-1)
+        z = (prob * depth_maps.flatten(-2).float()).sum(-1)
+        zr = z - z[:, self.config.root, None]  # root-relative by construction: zr_root = 0
         return {"uv": uv, "zr": zr, "log_prob": log_prob.view(-1, J, h, w),
                 "depth_maps": depth_maps}
 
@@ -538,6 +547,23 @@ def limb_length_loss(poses: torch.Tensor, prior: torch.Tensor | None,
         loss = loss + w_sym * sym
         logs["l_sym"] = sym.detach()
     return loss, logs
+
+
+def distance_prior_loss(uv: torch.Tensor, zr: torch.Tensor, K: torch.Tensor,
+                        reference_bone: Sequence[int] = REFERENCE_BONE, z_min: float = 3.0
+                        ) -> torch.Tensor:
+    """Hinge prior keeping every joint at least ``z_min`` reference bones in front of the camera.
+
+    ``mean_j relu(z_min - (Z_root + zr_j))`` in scale-normalised units. It removes the degenerate
+    solution of the consistency loss in which every view collapses its pose onto its own optical
+    axis (``Z_root -> 0``: the bones line up along the viewing ray, the 2D is still matched
+    exactly and the 1D poses of all views are rigid copies of each other).
+
+    Args:
+        uv: ``(..., J, 2)`` px; zr: ``(..., J)``; K: ``(..., 3, 3)``.
+    """
+    z_root = root_depth_from_25d(uv, zr, K, reference_bone)
+    return F.relu(z_min - (z_root[..., None] + zr)).mean()
 
 
 def depth_loss(zr: torch.Tensor, zr_gt: torch.Tensor, root: int = 0) -> torch.Tensor:
@@ -738,8 +764,9 @@ def make_loss(mode: str, config: Weak25DConfig, prior: torch.Tensor | None = Non
         poses = reconstruct_from_25d(uv, zr, batch["K_mv"], config.reference_bone)
         lmc = multiview_consistency_loss(poses, config.mc_delta, config.root, config.align_grad)
         lb, blogs = limb_length_loss(poses, prior, skeleton, config.w_bone, config.w_sym)
-        logs.update(l_mc=lmc.detach(), **blogs)
-        return loss + config.w_mc * lmc + lb, logs
+        lf = distance_prior_loss(uv, zr, batch["K_mv"], config.reference_bone, config.z_min)
+        logs.update(l_mc=lmc.detach(), **blogs, l_front=lf.detach())
+        return loss + config.w_mc * lmc + lb + config.w_front * lf, logs
 
     return loss_fn
 

@@ -10,6 +10,7 @@ second call with the same configuration returns at once; an interrupted build re
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import os
 import time
@@ -23,7 +24,7 @@ from mvbook.runtime import resolve_device
 from mvbook.studio import motion
 from mvbook.studio.appearance import RoomStyle, add_sensor_noise
 from mvbook.studio.body import H36M_JOINTS, NUM_PARTS, PART_NAMES
-from mvbook.studio.render import Renderer
+from mvbook.studio.render import Renderer, RenderResult
 from mvbook.studio.rigs import make_rig
 from mvbook.studio.scenes import (
     StudioConfig,
@@ -32,6 +33,9 @@ from mvbook.studio.scenes import (
     pose_sequence,
     profile_config,
 )
+
+
+_RAYS_PER_BATCH = 1 << 22  # rays rendered at once during a build (memory bound)
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -183,7 +187,14 @@ def _build(cfg: StudioConfig, root: Path, progress: bool, device: torch.device,
             lights = plan.lighting.vector().expand(n, -1)
             looks_pad = torch.zeros(P, looks.shape[1])
             looks_pad[:P_seq] = looks
-            out = renderer.render(prims.to(torch.float32), looks_pad, lights, jpad, valid)
+            prims = prims.to(torch.float32)
+            # render in frame batches of about 4M rays to bound memory on large images
+            per = max(1, _RAYS_PER_BATCH // (C * W * H * cfg.supersample**2))
+            parts = [renderer.render(prims.frames(slice(a, a + per)), looks_pad,
+                                     lights[a : a + per], jpad[a : a + per], valid)
+                     for a in range(0, n, per)]
+            out = RenderResult(*(torch.cat([getattr(o, f.name) for o in parts])
+                                 for f in dataclasses.fields(RenderResult)))
             images = out.images
             if cfg.noise > 0:
                 g = _generator("noise", cfg.seed, plan.name)
