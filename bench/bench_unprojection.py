@@ -11,6 +11,7 @@ same run (so the ratio is meaningful even on a busy machine).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -98,8 +99,9 @@ def main() -> None:
             for _ in range(2):  # warm-up
                 unproject(feats, P, grid, (S, S))
                 loop_unproject(feats, P, grid, (S, S))
-            tb = timeit(lambda: unproject(feats, P, grid, (S, S)), args.repeats, device)
-            tl = timeit(lambda: loop_unproject(feats, P, grid, (S, S)), args.repeats, device)
+            call = (feats, P, grid, (S, S))
+            tb = timeit(functools.partial(unproject, *call), args.repeats, device)
+            tl = timeit(functools.partial(loop_unproject, *call), args.repeats, device)
         mvox = B * C * R**3 / tb / 1e6
         print(f"{B:>3} {C:>2} {K:>3} {m:>4} {R:>3} | {tb * 1e3:>10.2f} {tl * 1e3:>9.2f} "
               f"{tl / tb:>12.2f} | {mvox:>14.1f}")

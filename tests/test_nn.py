@@ -7,6 +7,7 @@ import torch
 
 from mvbook.nn import BackboneConfig, ConfidenceHead, SimpleBaseline, V2VNet
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Small ops run far faster on one thread on a shared machine; restored afterwards."""

@@ -221,6 +221,21 @@ def test_multi_person_masks_are_disjoint_and_resolved_by_depth():
         assert bool((ids[~hit] == 0).all())
 
 
+@pytest.mark.parametrize("rig_name", ["h36m", "panoptic", "shelf", "campus"])
+def test_every_rig_sees_a_person(rig_name):
+    rig = make_rig(rig_name, (40, 30), distortion=True)
+    style = RoomStyle.sample(_generator("room", 1), rig.room.outdoor)
+    renderer = Rn.Renderer(rig.cameras, rig.room, style)
+    assert torch.isfinite(renderer.background).all()
+    assert float(renderer.background.std()) > 0.02  # a textured room, not a flat colour
+    plan = plan_sequences(profile_config("smoke", "single", 0, actions=("walk",), frames=(1, 1)))[0]
+    prims, joints, looks = pose_sequence(plan)
+    out = renderer.render(prims.float(), looks, torch.zeros(1, 12), joints.float())
+    seen = (out.masks > 0).flatten(2).sum(-1)[0]  # pixels of the person per view
+    assert int((seen > 0).sum()) >= len(rig.camera_names) - 1
+    assert bool((out.bbox[0, seen > 0, 0, 2] > out.bbox[0, seen > 0, 0, 0]).all())
+
+
 def test_bad_renderer_arguments_raise():
     rig = make_rig("h36m", (32, 32))
     with pytest.raises(ValueError, match="supersample"):

@@ -10,6 +10,7 @@ import torch
 import mvbook.volumetric as vol
 from mvbook.volumetric import aggregate, make_grid, project_grid, unproject
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Small ops run far faster on one thread on a shared machine; restored afterwards."""

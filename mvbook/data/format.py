@@ -81,7 +81,8 @@ SAMPLE_KEYS: dict[str, KeySpec] = {
         ("C", "P", "J", 2), "float32", "px", "joints3d projected into each (distorted) image"
     ),
     "visibility": KeySpec(
-        ("C", "P", "J"), "bool", "", "joint valid, in front of the camera and inside the image"
+        ("C", "P", "J"), "bool", "", "joint valid, in front of the camera and inside the image; where the source "
+        "knows occlusion (the studio), also not hidden by a body"
     ),
     "bbox": KeySpec(("C", "P", 4), "float32", "px", "person box (x0, y0, x1, y1) per view"),
     # optional

@@ -59,6 +59,7 @@ __all__ = [
     "crop_to_heatmap",
     "soft_mse_loss",
     "volumetric_loss",
+    "augment_views",
     "heatmap_loss_fn",
     "algebraic_loss_fn",
     "volumetric_loss_fn",
@@ -101,6 +102,9 @@ class LTConfig:
 
     Baselines: ``ransac_threshold`` (crop px).
 
+    ``augment``: random colour changes (channel permutation, gain) and horizontal flips (with
+    left/right joints swapped) of the backbone pretraining images.
+
     ``freeze_backbone``: keep the (pretrained) backbone fixed while training the heads; the
     backbone outputs can then be cached once (:func:`cache_backbone`). The paper trains end to
     end (False); the CPU profile freezes it.
@@ -130,6 +134,7 @@ class LTConfig:
     heatmap_reg: float = 0.01
     ransac_threshold: float = 4.0
     freeze_backbone: bool = False
+    augment: bool = True
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -632,26 +637,71 @@ def cache_backbone(
     return CropSet(tensors, data.subjects, data.actions)
 
 
-def heatmap_loss_fn(config: LTConfig) -> Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]:
+def augment_views(
+    images: torch.Tensor,
+    joints2d: torch.Tensor,
+    visibility: torch.Tensor,
+    flip_pairs: Sequence[tuple[int, int]],
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random colour changes and horizontal flips of single views (2D pretraining only).
+
+    Args:
+        images: ``(N, 3, S, S)`` float (normalised or not); joints2d ``(N, J, 2)`` crop px;
+        visibility ``(N, J)``; flip_pairs: left/right joint index pairs swapped by a flip.
+
+    Returns the augmented ``(images, joints2d, visibility)``; each image is flipped with
+    probability 1/2, its colour channels permuted and scaled by gains in [0.7, 1.3].
+    """
+    N, _, _, S = images.shape
+    dev = images.device
+    perm = torch.argsort(torch.rand(N, 3, generator=generator), dim=1).to(dev)
+    gain = (0.7 + 0.6 * torch.rand(N, 3, 1, 1, generator=generator)).to(dev, images.dtype)
+    images = images.gather(1, perm[:, :, None, None].expand_as(images)) * gain
+    flip = (torch.rand(N, generator=generator) < 0.5).to(dev)
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    J = joints2d.shape[-2]
+    swap = torch.arange(J, device=dev)
+    for a, b in flip_pairs:
+        swap[a], swap[b] = b, a
+    flipped = joints2d[:, swap].clone()
+    flipped[..., 0] = S - 1 - flipped[..., 0]
+    joints2d = torch.where(flip[:, None, None], flipped, joints2d)
+    visibility = torch.where(flip[:, None], visibility[:, swap], visibility)
+    return images, joints2d, visibility
+
+
+def heatmap_loss_fn(
+    config: LTConfig, skeleton: str = "h36m17", generator: torch.Generator | None = None
+) -> Callable[[nn.Module, dict], tuple[torch.Tensor, dict]]:
     """Backbone pretraining: MSE between predicted and Gaussian target heatmaps.
 
     The loss function takes a :class:`mvbook.nn.SimpleBaseline` and a :class:`CropSet` batch;
-    targets are Gaussians (``config.heatmap_sigma`` heatmap px) at the ground-truth 2D joints,
-    invisible joints are masked. The MSE is scaled by the number of joints (as a sum over
-    joints, mean over pixels), a constant factor that only sets the loss scale.
+    every view is an independent training image. Targets are Gaussians
+    (``config.heatmap_sigma`` heatmap px) at the ground-truth 2D joints; invisible joints are
+    masked. The MSE is summed over joints and averaged over pixels and images (a constant
+    factor that only sets the loss scale). With ``config.augment`` the views are augmented by
+    :func:`augment_views` (flip pairs of ``skeleton``).
     """
     from mvbook.heatmaps import render_gaussian_2d
+    from mvbook.skeletons import get_skeleton
+
+    flip_pairs = get_skeleton(skeleton).flip_pairs
 
     def loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         batch = _to(batch, _device_of(model))
         images = normalize_images(batch["images"].flatten(0, 1))
+        uv = batch["joints2d"].flatten(0, 1)
+        vis = batch["visibility"].flatten(0, 1)
+        if config.augment:
+            images, uv, vis = augment_views(images, uv, vis, flip_pairs, generator)
         out = model(images)
         heat = out.heatmaps if hasattr(out, "heatmaps") else out[0]
         hs = heat.shape[-1]
-        uv = crop_to_heatmap(batch["joints2d"].flatten(0, 1), hs, images.shape[-1])
-        target = render_gaussian_2d(uv, (hs, hs), config.heatmap_sigma)
-        vis = batch["visibility"].flatten(0, 1).to(heat.dtype)
-        loss = (((heat.float() - target) ** 2).mean((-2, -1)) * vis).sum() / vis.shape[0]
+        target = render_gaussian_2d(crop_to_heatmap(uv, hs, images.shape[-1]), (hs, hs),
+                                    config.heatmap_sigma)
+        w = vis.to(heat.dtype)
+        loss = (((heat.float() - target) ** 2).mean((-2, -1)) * w).sum() / w.shape[0]
         return loss, {}
 
     return loss_fn

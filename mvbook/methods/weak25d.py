@@ -114,13 +114,13 @@ class Weak25DConfig:
     root: int = 0
     sigma: float = 1.0
     w_coord: float = 1.0
-    w_heatmap: float = 0.05
+    w_heatmap: float = 1.0
     w_mc: float = 1.0
     w_bone: float = 0.5
     w_sym: float = 0.5
     w_depth: float = 1.0
     mc_delta: float = 0.1
-    align_grad: bool = True
+    align_grad: bool = False
     w_front: float = 1.0
     z_min: float = 3.0
 
@@ -406,7 +406,7 @@ class Weak25DNet(nn.Module):
 
 
 def heatmap_loss(out: Mapping[str, torch.Tensor], uv_gt: torch.Tensor, valid: torch.Tensor,
-                 sigma: float = 1.0, w_coord: float = 1.0, w_heatmap: float = 0.05
+                 sigma: float = 1.0, w_coord: float = 1.0, w_heatmap: float = 1.0
                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """2D loss on labelled images: L1 of soft-argmax coordinates + heatmap cross-entropy.
 
@@ -449,7 +449,7 @@ def rigid_align(X: torch.Tensor, Y: torch.Tensor, grad: bool = True) -> torch.Te
 
 
 def multiview_consistency_loss(poses: torch.Tensor, delta: float = 0.1, root: int = 0,
-                               align_grad: bool = True) -> torch.Tensor:
+                               align_grad: bool = False) -> torch.Tensor:
     """Multiview consistency up to a rigid transform (Iqbal et al. 2020).
 
     For every ordered pair of views ``(c, c')`` the root-centred pose predicted from view ``c'``

@@ -5,6 +5,13 @@ with the ray-caster and streams the samples into the common on-disk format
 (:class:`mvbook.data.format.DatasetWriter`). The folder lives in the cache
 (``$MVBOOK_CACHE`` or ``~/.cache/mvbook``) under ``studio/<scene>-<profile>-<config hash>``, so a
 second call with the same configuration returns at once; an interrupted build resumes.
+
+Studio specifics of the common format: ``visibility`` is True for a joint that projects inside
+the image *and* is not occluded (the camera ray towards it first meets the same person on a
+part adjacent to the joint); ``joints2d`` holds every joint in front of the camera; ``bbox`` is the
+amodal box of the whole body clipped to the image; ``masks`` hold ``p + 1`` for person ``p``;
+``iuv`` holds the part index I (see :data:`mvbook.studio.body.PART_NAMES`) and the chart
+coordinates U, V; the static ``background`` of each camera is stored once.
 """
 
 from __future__ import annotations
@@ -33,7 +40,6 @@ from mvbook.studio.scenes import (
     pose_sequence,
     profile_config,
 )
-
 
 _RAYS_PER_BATCH = 1 << 22  # rays rendered at once during a build (memory bound)
 
@@ -82,7 +88,7 @@ def build_studio(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
     threads: int | None = 1,
     rebuild: bool = False,
     config: StudioConfig | None = None,
@@ -97,8 +103,8 @@ def build_studio(
         seed: the seed of everything random (subjects, sequences, lighting, noise).
         cache_dir: the cache folder (default ``$MVBOOK_CACHE`` or ``~/.cache/mvbook``).
         progress: show a tqdm progress bar.
-        device: where to render (``"auto"`` picks CUDA when available); images are identical
-            up to floating-point rounding across devices.
+        device: where to render; default ``"auto"`` (CUDA when available) for ``full`` and
+            ``"cpu"`` otherwise. Images agree across devices up to floating-point rounding.
         threads: CPU threads used while building (1 is fastest on a busy machine; None keeps
             torch's setting).
         rebuild: build again even if the folder exists.
@@ -115,6 +121,8 @@ def build_studio(
     with _lock(root.parent / f".{root.name}.lock"):
         if (root / "manifest.json").exists() and not rebuild:
             return root
+        if device is None:
+            device = "auto" if profile == "full" else "cpu"
         with _threads(threads):
             _build(cfg, root, progress, resolve_device(device), overwrite=rebuild)
     return root

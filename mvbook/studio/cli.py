@@ -57,7 +57,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--cache-dir", default=None,
                        help="cache folder (default $MVBOOK_CACHE or ~/.cache/mvbook)")
         if name == "build":
-            p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+            p.add_argument("--device", default=None,
+                           help="cpu, cuda or auto (default: auto for full, else cpu)")
             p.add_argument("--rebuild", action="store_true", help="build again even if cached")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=func)

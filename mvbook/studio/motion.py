@@ -244,13 +244,15 @@ def load_clip(name: str) -> MotionClip:
 
 
 def sample_clip(clip: MotionClip, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample a clip at times ``t (F,)`` s (any real values): ``(root_pos (F,3), quats (F,L,4))``.
+    """Sample a clip at times ``t (F,)`` s (>= 0): ``(root_pos (F, 3) mm, quats (F, L, 4))``.
 
     Looping clips repeat with the root displacement and heading change of one cycle carried over,
     so a walk keeps walking; non-looping clips play forward and backward (ping-pong).
     Interpolation: linear for positions, slerp for rotations.
     """
     t = t.to(torch.float64)
+    if bool((t < 0).any()):
+        raise ValueError("t must be >= 0 (clip time in seconds)")
     dur = clip.duration
     if clip.loop:
         cycle = torch.floor(t / dur)
@@ -279,14 +281,8 @@ def sample_clip(clip: MotionClip, t: torch.Tensor) -> tuple[torch.Tensor, torch.
                 continue
             rk = torch.linalg.matrix_power(r_cycle, k)
             qk = yaw_quat(dyaw * k)
-            # translation of T^k: sum_{i<k} R^i shift (for negative k: inverse transform)
-            if k > 0:
-                tk = sum((torch.linalg.matrix_power(r_cycle, i) @ shift for i in range(k)))
-            else:
-                tk = -sum(
-                    (torch.linalg.matrix_power(r_cycle, i) @ shift for i in range(k, 0)),
-                )
-                tk = torch.linalg.matrix_power(r_cycle, 0) @ tk
+            # translation of T^k (k > 0: times are >= 0): sum_{i<k} R^i shift
+            tk = sum(torch.linalg.matrix_power(r_cycle, i) @ shift for i in range(k))
             pos[sel] = pos[sel] @ rk.T + tk
             quats[sel, 0] = quat_mul(qk.expand(int(sel.sum()), 4), quats[sel, 0])
     return pos, quats
@@ -383,6 +379,8 @@ def sequence_pose(params: MotionParams) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"num_frames must be >= 1, got {n}")
     if params.fps <= 0:
         raise ValueError(f"fps must be > 0, got {params.fps}")
+    if params.start < 0:
+        raise ValueError(f"start must be >= 0 s, got {params.start}")
     # sample densely (>= 60 Hz) so the turning integration is accurate, then subsample
     sub = max(1, math.ceil(60.0 / params.fps))
     t = params.start + torch.arange(n * sub, dtype=torch.float64) / (params.fps * sub)
@@ -391,7 +389,6 @@ def sequence_pose(params: MotionParams) -> tuple[torch.Tensor, torch.Tensor]:
         pos, quats = mirror_pose(pos, quats)
     pos = pos * params.root_scale
     # horizontal velocity, rotated by the accumulated turn, re-integrated
-    dt = 1.0 / (params.fps * sub)
     yaw = params.heading + params.turn_rate * (t - t[0])
     vel = torch.diff(pos, dim=0)
     ry = quat_to_matrix(yaw_quat(yaw))  # (F, 3, 3)
@@ -402,7 +399,6 @@ def sequence_pose(params: MotionParams) -> tuple[torch.Tensor, torch.Tensor]:
     quats = quats.clone()
     quats[:, 0] = quat_mul(yaw_quat(yaw), quats[:, 0])
     new_pos, quats = new_pos[::sub], quats[::sub]
-    del dt
     # centre the horizontal path (mocap x, z) on the requested world (x, y) = (x, -z)
     mid = (new_pos.amax(0) + new_pos.amin(0)) / 2
     new_pos[:, 0] += params.position[0] - mid[0]

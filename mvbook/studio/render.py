@@ -269,6 +269,11 @@ class Renderer:
             raise ValueError("prims, lights and joints must have the same number of frames F")
         if person_valid is None:
             person_valid = torch.ones(P, dtype=torch.bool, device=dev)
+        person_valid = person_valid.to(device=dev, dtype=torch.bool)
+        if person_valid.shape != (P,):
+            raise ValueError(f"person_valid must have shape ({P},), got {tuple(person_valid.shape)}")
+        if looks.ndim != 2 or looks.shape[0] < int(prims.person.max()) + 1:
+            raise ValueError("looks must be (P, LOOK_DIM) with a row for every person of prims")
         C, H, W, S = self.num_views, self.height, self.width, self.ss * self.ss
 
         tick = [time.perf_counter()]
