@@ -58,24 +58,33 @@ def cameras(C: int, device, S: int) -> torch.Tensor:
     return torch.stack(Ps).to(device)
 
 
-def timeit(fn, repeats: int, device) -> float:
-    times = []
+def _once(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def timeit_pair(fa, fb, repeats: int, device) -> tuple[float, float]:
+    """Median times of two functions, measured alternately (so load changes hit both alike)."""
+    ta, tb = [], []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        ta.append(_once(fa, device))
+        tb.append(_once(fb, device))
+    return statistics.median(ta), statistics.median(tb)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.manual_seed(0)
     sizes = [  # (B, C, K, map side, image side S, R)
@@ -100,8 +109,8 @@ def main() -> None:
                 unproject(feats, P, grid, (S, S))
                 loop_unproject(feats, P, grid, (S, S))
             call = (feats, P, grid, (S, S))
-            tb = timeit(functools.partial(unproject, *call), args.repeats, device)
-            tl = timeit(functools.partial(loop_unproject, *call), args.repeats, device)
+            tb, tl = timeit_pair(functools.partial(unproject, *call),
+                                 functools.partial(loop_unproject, *call), args.repeats, device)
         mvox = B * C * R**3 / tb / 1e6
         print(f"{B:>3} {C:>2} {K:>3} {m:>4} {R:>3} | {tb * 1e3:>10.2f} {tl * 1e3:>9.2f} "
               f"{tl / tb:>12.2f} | {mvox:>14.1f}")

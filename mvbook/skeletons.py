@@ -141,27 +141,31 @@ class Skeleton:
         return tuple(sides)
 
 
+_H36M_17_NAMES = (
+    "pelvis",
+    "r_hip",
+    "r_knee",
+    "r_ankle",
+    "l_hip",
+    "l_knee",
+    "l_ankle",
+    "spine",
+    "thorax",
+    "neck_nose",
+    "head",
+    "l_shoulder",
+    "l_elbow",
+    "l_wrist",
+    "r_shoulder",
+    "r_elbow",
+    "r_wrist",
+)
+# Human3.6M calls the neck "thorax", the nose "neck_nose" and the top of the head "head".
+_H36M_17_CANON = _H36M_17_NAMES[:8] + ("neck", "nose", "top_head") + _H36M_17_NAMES[11:]
+
 H36M_17 = Skeleton(
     name="h36m17",
-    joint_names=(
-        "pelvis",
-        "r_hip",
-        "r_knee",
-        "r_ankle",
-        "l_hip",
-        "l_knee",
-        "l_ankle",
-        "spine",
-        "thorax",
-        "neck_nose",
-        "head",
-        "l_shoulder",
-        "l_elbow",
-        "l_wrist",
-        "r_shoulder",
-        "r_elbow",
-        "r_wrist",
-    ),
+    joint_names=_H36M_17_NAMES,
     bones=(
         (0, 1),
         (1, 2),
@@ -182,25 +186,7 @@ H36M_17 = Skeleton(
     ),
     flip_pairs=((4, 1), (5, 2), (6, 3), (11, 14), (12, 15), (13, 16)),
     root=0,
-    canonical=(
-        "pelvis",
-        "r_hip",
-        "r_knee",
-        "r_ankle",
-        "l_hip",
-        "l_knee",
-        "l_ankle",
-        "spine",
-        "neck",
-        "nose",
-        "top_head",
-        "l_shoulder",
-        "l_elbow",
-        "l_wrist",
-        "r_shoulder",
-        "r_elbow",
-        "r_wrist",
-    ),
+    canonical=_H36M_17_CANON,
 )
 
 _PANOPTIC_15_NAMES = (

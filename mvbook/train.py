@@ -15,7 +15,8 @@ iterable of batches. It takes care of what every chapter needs and none should r
 - data-parallel training across processes: when launched by ``torchrun`` (the environment has
   ``WORLD_SIZE > 1``) the process group is initialised (``gloo`` on CPU, ``nccl`` on CUDA),
   the model is wrapped in ``DistributedDataParallel`` and only rank 0 shows progress and
-  writes checkpoints. Give each rank its share of the data with :func:`make_loader`.
+  writes checkpoints. Give each rank its share of the data with :func:`make_loader` (or an
+  iterable with a true ``shards_by_rank`` attribute that draws a different stream per rank).
 
 The loss function has the signature ``loss_fn(model, batch) -> (loss, logs)`` with ``loss`` a
 scalar tensor and ``logs`` a ``dict[str, float | tensor]`` of extra scalars to plot. Under
@@ -623,7 +624,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iter
         ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
         net: nn.Module = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
         sampler = getattr(data, "sampler", None)
-        if info.is_main and not isinstance(sampler, torch.utils.data.DistributedSampler):
+        sharded = isinstance(sampler, torch.utils.data.DistributedSampler) or bool(
+            getattr(data, "shards_by_rank", False))
+        if info.is_main and not sharded:
             warnings.warn("training under torchrun without a DistributedSampler: every rank sees "
                           "the same batches (use mvbook.train.make_loader)", stacklevel=2)
     else:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -261,9 +263,21 @@ def test_h36m_missing_data_messages(tmp_path):
     assert any(s.startswith("S1/Eating") for s in prov["skipped_sequences"])
 
 
-def test_mpi_inf_3dhp_end_to_end(tmp_path):
+NO_H5PY = importlib.util.find_spec("h5py") is None
+
+
+@pytest.mark.parametrize(
+    "mat_version",
+    ["5", pytest.param("7.3", marks=pytest.mark.skipif(NO_H5PY, reason="needs h5py"))],
+)
+def test_mpi_inf_3dhp_end_to_end(tmp_path, mat_version):
     raw = tmp_path / "raw"
-    fx = mpi_inf_3dhp.write_fixture(raw)
+    fx = mpi_inf_3dhp.write_fixture(raw, mat_version=mat_version)
+    if mat_version == "7.3":  # an HDF5 file that scipy refuses: read with h5py instead
+        import scipy.io
+
+        with pytest.raises(NotImplementedError):
+            scipy.io.loadmat(str(raw / "S1" / "Seq1" / "annot.mat"))
     before = _tree_digest(raw)
     out = mpi_inf_3dhp.convert(raw, tmp_path / "m", subjects=["S1", "S8"], sequences=["Seq1"],
                                cameras=(0, 1, 2), step=3, image_size=(32, 32), progress=False)  # fmt: skip
@@ -280,6 +294,14 @@ def test_mpi_inf_3dhp_end_to_end(tmp_path):
         ]
         np.testing.assert_allclose(s["joints3d"][0].numpy(), truth, atol=1e-2)  # y-up raw -> z up
     assert ds[0]["joints3d"][0, 10, 2] > ds[0]["joints3d"][0, 3, 2]  # head above ankle
+
+
+def test_mpi_inf_3dhp_v73_without_h5py_says_what_to_install(tmp_path, monkeypatch):
+    path = tmp_path / "annot.mat"  # the MATLAB v7.3 header is enough for scipy to refuse it
+    path.write_bytes(b"MATLAB 7.3 MAT-file".ljust(116) + b"\0" * 8 + b"\x00\x02IM" + b"\0" * 384)
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py fails
+    with pytest.raises(MissingRawDataError, match=r"v7\.3.*pip install 'mvbook\[data\]'"):
+        mpi_inf_3dhp.load_annot3(path)
 
 
 def test_cli_convert_and_check(tmp_path, capsys):

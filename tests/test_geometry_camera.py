@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from geometry_helpers import F64, SETTINGS, h36m_like_rig, random_points
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mvbook.geometry import (
@@ -19,28 +20,18 @@ from mvbook.geometry import (
     undistort_points,
 )
 
-F64 = torch.float64
-SETTINGS = settings(max_examples=50, deadline=None)
 DIST = torch.tensor([-0.21, 0.08, 0.0012, -0.0007, -0.02], dtype=F64)
+BODY_SPREAD = (250.0, 250.0, 450.0)  # mm, of the random joints around the rig's target
 
 
 def rig(dist: torch.Tensor | None = DIST, dtype: torch.dtype = F64) -> Camera:
-    """Four cameras around the origin, Human3.6M-like (mm)."""
-    eye = torch.tensor(
-        [[3500.0, 300, 1500], [-200, 3600, 1700], [-3400, -100, 1400], [100, -3500, 1600]], dtype=F64
-    )
-    focal = torch.tensor([[1145.0, 1143.0], [1149.7, 1147.6], [1149.1, 1148.8], [1145.5, 1144.8]])
-    principal = torch.tensor([[512.5, 515.4], [508.8, 508.0], [519.8, 501.4], [514.0, 501.9]])
-    d = None if dist is None else dist.expand(4, 5) * torch.tensor([[1.0], [0.8], [1.1], [0.9]], dtype=F64)
-    cams = Camera.look_at(eye, torch.tensor([0.0, 0, 900], dtype=F64), focal=focal.to(F64),
-                          image_size=(1000, 1002), principal=principal.to(F64), dist=d)
-    return cams.to(dtype)
+    """Four Human3.6M-like cameras (mm) with principal points and distortion ``dist``."""
+    return h36m_like_rig(dist=dist, principal=True, dtype=dtype)
 
 
 def body_points(n: int = 17, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, generator=g, dtype=F64) * torch.tensor([250.0, 250, 450], dtype=F64) + \
-        torch.tensor([0.0, 0, 900], dtype=F64)
+    """``(n, 3)`` mm: body-sized random points inside the rig."""
+    return random_points(n, seed, BODY_SPREAD)
 
 
 def cv2_project(cam: Camera, X: torch.Tensor) -> np.ndarray:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import cv2
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from geometry_helpers import F64, SETTINGS, h36m_like_rig, noisy_projections, random_points
+from hypothesis import given
 from hypothesis import strategies as st
 from kornia.geometry import epipolar as KE
 
 from mvbook.geometry import (
-    Camera,
     epipolar_distance,
     epipolar_lines,
     fundamental_from_cameras,
@@ -23,24 +21,6 @@ from mvbook.geometry import (
     symmetric_epipolar_distance,
 )
 
-F64 = torch.float64
-SETTINGS = settings(max_examples=50, deadline=None)
-
-
-@lru_cache(maxsize=None)
-def rig() -> Camera:
-    eye = torch.tensor([[3500.0, 300, 1500], [-200, 3600, 1700], [-3400, -100, 1400],
-                        [100, -3500, 1600]], dtype=F64)
-    focal = torch.tensor([[1145.0, 1143.0], [1149.7, 1147.6], [1149.1, 1148.8], [1145.5, 1144.8]],
-                         dtype=F64)
-    return Camera.look_at(eye, torch.tensor([0.0, 0, 900], dtype=F64), focal=focal,
-                          image_size=(1000, 1002))
-
-
-def points(n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, generator=g, dtype=F64) * 400 + torch.tensor([0.0, 0, 900], dtype=F64)
-
 
 def rel_close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-6) -> None:
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=rel, atol=0)
@@ -48,7 +28,7 @@ def rel_close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-6) -> None:
 
 # ------------------------------------------------------------------------------ fundamental
 def test_fundamental_matches_kornia_and_is_normalized():
-    cams = rig()
+    cams = h36m_like_rig()
     Fk = KE.fundamental_from_projections(cams.P[:, None].expand(4, 4, 3, 4).reshape(-1, 3, 4),
                                          cams.P[None].expand(4, 4, 3, 4).reshape(-1, 3, 4))
     Fk = Fk.reshape(4, 4, 3, 3)
@@ -67,7 +47,7 @@ def test_fundamental_matches_kornia_and_is_normalized():
 
 
 def test_fundamental_matches_essential_construction_and_opencv():
-    cams = rig()
+    cams = h36m_like_rig()
     a, b = cams[0], cams[2]
     R_rel = b.R @ a.R.T
     t_rel = b.t - R_rel @ a.t
@@ -79,7 +59,7 @@ def test_fundamental_matches_essential_construction_and_opencv():
     sign = torch.sign((F * F_ref).sum())
     np.testing.assert_allclose(F.numpy(), (sign * F_ref).numpy(), rtol=1e-6, atol=1e-12)
     # OpenCV's 8-point estimate from exact correspondences agrees up to scale
-    X = points(60, 1)
+    X = random_points(60, 1)
     ua, ub = a.project(X), b.project(X)
     Fcv, _ = cv2.findFundamentalMat(ua.numpy(), ub.numpy(), cv2.FM_8POINT)
     Fcv = torch.tensor(Fcv / np.linalg.norm(Fcv))
@@ -92,8 +72,8 @@ def test_fundamental_matches_essential_construction_and_opencv():
 def test_true_correspondences_have_zero_epipolar_error(seed, a, b):
     if a == b:
         return
-    cams = rig()
-    X = points(20, seed)
+    cams = h36m_like_rig()
+    X = random_points(20, seed)
     ua, ub = cams[a].project(X), cams[b].project(X)
     F = fundamental_from_cameras(cams[a], cams[b])
     assert epipolar_distance(ua, ub, F).max() < 1e-6
@@ -107,11 +87,11 @@ def test_true_correspondences_have_zero_epipolar_error(seed, a, b):
 
 # ------------------------------------------------------------------------------ distances
 def noisy_pairs(seed: int = 0):
-    cams = rig()
+    cams = h36m_like_rig()
     g = torch.Generator().manual_seed(seed)
-    X = points(100, seed)
-    ua = cams[0].project(X) + 3 * torch.randn(100, 2, generator=g, dtype=F64)
-    ub = cams[1].project(X) + 3 * torch.randn(100, 2, generator=g, dtype=F64)
+    X = random_points(100, seed)
+    ua = noisy_projections(cams[0], X, 3.0, g)
+    ub = noisy_projections(cams[1], X, 3.0, g)
     return ua, ub, fundamental_from_cameras(cams[0], cams[1])
 
 
@@ -148,8 +128,8 @@ def test_point_line_distance_definitions():
 
 
 def test_batched_broadcasting_and_gradients():
-    cams = rig()
-    X = points(10, 2)
+    cams = h36m_like_rig()
+    X = random_points(10, 2)
     uv = cams.project(X)  # (4, 10, 2)
     F = fundamental_from_cameras(cams[:, None], cams[None, :])  # (4, 4, 3, 3)
     d = sampson_distance(uv[:, None], uv[None, :], F)  # (4, 4, 10)
@@ -178,7 +158,7 @@ def test_validation_errors():
     with pytest.raises(ValueError, match="P_a must have shape"):
         fundamental_from_projections(torch.zeros(3, 3), torch.zeros(3, 4))
     with pytest.raises(TypeError, match="cam_a must be a Camera"):
-        fundamental_from_cameras(torch.zeros(3, 4), rig())
+        fundamental_from_cameras(torch.zeros(3, 4), h36m_like_rig())
     with pytest.raises(ValueError, match="lines must have shape"):
         point_line_distance(ua, ub)
 
@@ -187,7 +167,8 @@ def test_float32():
     ua, ub, F = noisy_pairs()
     d32 = sampson_distance(ua.float(), ub.float(), F.float())
     assert d32.dtype == torch.float32
-    F32 = fundamental_from_projections(rig().P[0].float(), rig().P[1].float())
+    P = h36m_like_rig().P
+    F32 = fundamental_from_projections(P[0].float(), P[1].float())
     assert F32.dtype == torch.float32
     assert (F32.double() - F).abs().max() < 1e-5
     torch.testing.assert_close(d32.double(), sampson_distance(ua, ub, F), rtol=1e-3, atol=1e-3)
@@ -198,5 +179,6 @@ def test_cuda_matches_cpu():
     ua, ub, F = noisy_pairs()
     d = symmetric_epipolar_distance(ua.cuda(), ub.cuda(), F.cuda())
     torch.testing.assert_close(d.cpu(), symmetric_epipolar_distance(ua, ub, F))
-    Fc = fundamental_from_projections(rig().P[0].cuda(), rig().P[1].cuda())
+    P = h36m_like_rig().P
+    Fc = fundamental_from_projections(P[0].cuda(), P[1].cuda())
     torch.testing.assert_close(Fc.cpu(), F)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import cv2
 import pytest
 import torch
-from hypothesis import given, settings
+from geometry_helpers import F64, SETTINGS, circle_rig, noisy_projections, random_points
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mvbook.geometry import (
@@ -19,25 +18,12 @@ from mvbook.geometry import (
     usable_views,
 )
 
-F64 = torch.float64
-SETTINGS = settings(max_examples=50, deadline=None)
-
-
-@lru_cache(maxsize=None)
-def rig(n_views: int = 4, radius: float = 3500.0, dtype: torch.dtype = F64) -> Camera:
-    ang = torch.arange(n_views, dtype=F64) * (2 * torch.pi / n_views) + 0.3
-    eye = torch.stack([radius * torch.cos(ang), radius * torch.sin(ang),
-                       1500 + 100 * torch.sin(3 * ang)], dim=-1)
-    focal = 1150.0 + 10 * torch.arange(n_views, dtype=F64)
-    cams = Camera.look_at(eye, torch.tensor([0.0, 0, 900], dtype=F64), focal=focal,
-                          image_size=(1000, 1000))
-    return cams.to(dtype)
+SPREAD = (300.0, 300.0, 500.0)  # mm, of the random points around the rig's target
 
 
 def points(n: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, generator=g, dtype=F64) * torch.tensor([300.0, 300, 500], dtype=F64) + \
-        torch.tensor([0.0, 0, 900], dtype=F64)
+    """``(n, 3)`` mm: body-sized random points inside the rig."""
+    return random_points(n, seed, SPREAD)
 
 
 def assert_rel_close(a, b, rel: float = 1e-6) -> None:
@@ -63,7 +49,7 @@ def svd_reference(uv: torch.Tensor, P: torch.Tensor, w: torch.Tensor) -> torch.T
 @SETTINGS
 @given(seed=st.integers(0, 10_000), n_views=st.integers(2, 6), normalize=st.booleans())
 def test_exact_round_trip(seed, n_views, normalize):
-    cams = rig(n_views)
+    cams = circle_rig(n_views)
     X = points(7, seed)
     uv = cams.project(X)
     Xr = triangulate(uv, cams.P, normalize=normalize)
@@ -73,10 +59,10 @@ def test_exact_round_trip(seed, n_views, normalize):
 
 
 def test_matches_opencv_two_views():
-    cams = rig(4)
+    cams = circle_rig(4)
     X = points(200)
     g = torch.Generator().manual_seed(1)
-    uv = cams.project(X) + 3.0 * torch.randn(4, 200, 2, generator=g, dtype=F64)
+    uv = noisy_projections(cams, X, 3.0, g)
     for a, b in [(0, 1), (1, 3), (2, 0)]:
         ref = cv2.triangulatePoints(cams.P[a].numpy(), cams.P[b].numpy(), uv[a].numpy().T,
                                     uv[b].numpy().T)
@@ -91,17 +77,17 @@ def test_matches_opencv_two_views():
 
 
 def test_weighted_matches_per_point_svd_reference():
-    cams = rig(5)
+    cams = circle_rig(5)
     X = points(40, 3)
     g = torch.Generator().manual_seed(2)
-    uv = cams.project(X) + 4.0 * torch.randn(5, 40, 2, generator=g, dtype=F64)
+    uv = noisy_projections(cams, X, 4.0, g)
     w = torch.rand(5, 40, generator=g, dtype=F64) + 0.05
     ref = svd_reference(uv, cams.P, w)
     assert_rel_close(triangulate(uv, cams.P, w, normalize=False), ref)
 
 
 def test_normalization_improves_float32_accuracy():
-    cams = rig(4)
+    cams = circle_rig(4)
     X = points(2000, 4)
     uv = cams.project(X).float()
     P = cams.P.float()
@@ -117,10 +103,10 @@ def test_normalization_improves_float32_accuracy():
 
 def test_views_of_different_resolution_weigh_alike_with_normalization():
     """Hartley normalization removes the pixel-unit scale of each view."""
-    cams = rig(3)
+    cams = circle_rig(3)
     X = points(50, 6)
     g = torch.Generator().manual_seed(3)
-    uv = cams.project(X) + 2.0 * torch.randn(3, 50, 2, generator=g, dtype=F64)
+    uv = noisy_projections(cams, X, 2.0, g)
     small = cams.resize(torch.tensor([[250, 250], [1000, 1000], [1000, 1000]]))
     uv_small = torch.cat([(uv[:1] + 0.5) * 0.25 - 0.5, uv[1:]])
     # the same measurements in other pixel units: the normalized DLT is nearly unchanged
@@ -131,10 +117,10 @@ def test_views_of_different_resolution_weigh_alike_with_normalization():
 
 # ------------------------------------------------------------------------------ weights
 def test_zero_weight_views_are_ignored_even_with_nan_points():
-    cams = rig(4)
+    cams = circle_rig(4)
     X = points(30, 5)
     g = torch.Generator().manual_seed(4)
-    uv = cams.project(X) + 2.0 * torch.randn(4, 30, 2, generator=g, dtype=F64)
+    uv = noisy_projections(cams, X, 2.0, g)
     w = torch.rand(4, 30, generator=g, dtype=F64) + 0.1
     w0 = w.clone()
     w0[2] = 0
@@ -163,7 +149,7 @@ def test_zero_weight_views_are_ignored_even_with_nan_points():
 
 
 def test_weights_pull_towards_confident_views():
-    cams = rig(4)
+    cams = circle_rig(4)
     X = points(20, 7)
     uv = cams.project(X)
     uv[3] += 40.0  # one view far off
@@ -176,7 +162,7 @@ def test_weights_pull_towards_confident_views():
 
 # ------------------------------------------------------------------------------ degenerate input
 def test_fewer_than_two_views_nan_or_raise():
-    cams = rig(3)
+    cams = circle_rig(3)
     X = points(6)
     uv = cams.project(X)
     w = torch.ones(3, 6, dtype=F64)
@@ -195,7 +181,7 @@ def test_fewer_than_two_views_nan_or_raise():
 
 
 def test_degenerate_points_do_not_poison_gradients():
-    cams = rig(3)
+    cams = circle_rig(3)
     X = points(5)
     uv = cams.project(X).requires_grad_(True)
     w = torch.ones(3, 5, dtype=F64)
@@ -212,10 +198,10 @@ def test_degenerate_points_do_not_poison_gradients():
 @SETTINGS
 @given(seed=st.integers(0, 10_000), n_views=st.integers(1, 5))
 def test_random_masks_no_silent_nan(seed, n_views):
-    cams = rig(max(n_views, 2))[:n_views]
+    cams = circle_rig(max(n_views, 2))[:n_views]
     g = torch.Generator().manual_seed(seed)
     X = points(12, seed)
-    uv = cams.project(X) + torch.randn(n_views, 12, 2, generator=g, dtype=F64)
+    uv = noisy_projections(cams, X, 1.0, g)
     w = (torch.rand(n_views, 12, generator=g, dtype=F64) > 0.5).to(F64) * \
         torch.rand(n_views, 12, generator=g, dtype=F64)
     Xr = triangulate(uv, cams.P, w)
@@ -230,7 +216,7 @@ def test_random_masks_no_silent_nan(seed, n_views):
 
 
 def test_validation_errors_name_arguments():
-    cams = rig(3)
+    cams = circle_rig(3)
     uv = cams.project(points(4))
     with pytest.raises(ValueError, match="points2d must have shape"):
         triangulate(uv[..., :1], cams.P)
@@ -252,7 +238,7 @@ def test_validation_errors_name_arguments():
 
 # ------------------------------------------------------------------------------ batching, grads
 def test_batched_shapes_and_broadcasting():
-    cams = rig(4)
+    cams = circle_rig(4)
     X = torch.stack([points(17, s) for s in range(3)])  # (B, J, 3)
     uv = cams.project(X[:, None])  # (B, C, J, 2)
     Xr = triangulate(uv, cams.P)  # shared P
@@ -265,9 +251,9 @@ def test_batched_shapes_and_broadcasting():
 
 
 def test_gradcheck_dlt():
-    cams = rig(4)
+    cams = circle_rig(4)
     g = torch.Generator().manual_seed(0)
-    uv = (cams.project(points(2)) + torch.randn(4, 2, 2, generator=g, dtype=F64)).requires_grad_(True)
+    uv = noisy_projections(cams, points(2), 1.0, g).requires_grad_(True)
     P = cams.P.clone().requires_grad_(True)
     w = (torch.rand(4, 2, generator=g, dtype=F64) + 0.2).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b, c: triangulate(a, b, c), (uv, P, w))
@@ -279,15 +265,15 @@ def test_gradcheck_dlt_unnormalized_well_scaled():
                           torch.tensor([0.0, 0, 0.5], dtype=F64), focal=1.0, image_size=(1, 1))
     g = torch.Generator().manual_seed(1)
     X = torch.randn(3, 3, generator=g, dtype=F64) * 0.3
-    uv = (cams.project(X) + 0.01 * torch.randn(3, 3, 2, generator=g, dtype=F64)).requires_grad_(True)
+    uv = noisy_projections(cams, X, 0.01, g).requires_grad_(True)
     w = (torch.rand(3, 3, generator=g, dtype=F64) + 0.2).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, c: triangulate(a, cams.P, c, normalize=False), (uv, w))
 
 
 def test_gradient_matches_svd_reference_autograd():
-    cams = rig(4)
+    cams = circle_rig(4)
     g = torch.Generator().manual_seed(5)
-    uv = cams.project(points(5, 2)) + 2 * torch.randn(4, 5, 2, generator=g, dtype=F64)
+    uv = noisy_projections(cams, points(5, 2), 2.0, g)
     w = torch.rand(4, 5, generator=g, dtype=F64) + 0.1
     uv1 = uv.clone().requires_grad_(True)
     uv2 = uv.clone().requires_grad_(True)
@@ -298,10 +284,10 @@ def test_gradient_matches_svd_reference_autograd():
 
 # ------------------------------------------------------------------------------ RANSAC
 def test_ransac_recovers_point_with_one_outlier_view():
-    cams = rig(4)
+    cams = circle_rig(4)
     X = points(50, 8)
     g = torch.Generator().manual_seed(6)
-    uv = cams.project(X) + 0.5 * torch.randn(4, 50, 2, generator=g, dtype=F64)
+    uv = noisy_projections(cams, X, 0.5, g)
     bad_view = torch.randint(0, 4, (50,), generator=g)
     uv[bad_view, torch.arange(50)] += torch.tensor([120.0, -80.0], dtype=F64)
     X_plain = triangulate(uv, cams.P)
@@ -317,7 +303,7 @@ def test_ransac_recovers_point_with_one_outlier_view():
 
 
 def test_ransac_random_subsets_batched_and_degenerate():
-    cams = rig(8)
+    cams = circle_rig(8)
     X = torch.stack([points(10, s) for s in range(2)])  # (2, 10, 3)
     uv = cams.project(X[:, None])  # (2, 8, 10, 2)
     uv[:, 3] += 200.0
@@ -341,7 +327,7 @@ def test_ransac_random_subsets_batched_and_degenerate():
 
 
 def test_ransac_is_differentiable():
-    cams = rig(4)
+    cams = circle_rig(4)
     uv = cams.project(points(6)).requires_grad_(True)
     X, _ = triangulate_ransac(uv, cams.P, threshold=3.0)
     X.sum().backward()
@@ -350,7 +336,7 @@ def test_ransac_is_differentiable():
 
 # ------------------------------------------------------------------------------ refinement
 def test_refine_reprojection_lowers_error_and_keeps_exact_points():
-    cams = rig(4)
+    cams = circle_rig(4)
     X = points(100, 9)
     g = torch.Generator().manual_seed(7)
     uv_exact = cams.project(X)
@@ -371,7 +357,7 @@ def test_refine_reprojection_lowers_error_and_keeps_exact_points():
 
 
 def test_refine_reprojection_weights_nan_and_validation():
-    cams = rig(3)
+    cams = circle_rig(3)
     X = points(4)
     uv = cams.project(X)
     uv[2] += 30.0
@@ -389,7 +375,7 @@ def test_refine_reprojection_weights_nan_and_validation():
 
 
 def test_reprojection_error_behind_camera_is_nan():
-    cams = rig(2)
+    cams = circle_rig(2)
     X = points(3)
     uv = cams.project(X)
     err = reprojection_error(X, uv, cams.P)
@@ -401,7 +387,7 @@ def test_reprojection_error_behind_camera_is_nan():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
-    cams = rig(4)
+    cams = circle_rig(4)
     X = points(1000)
     uv = cams.project(X) + torch.randn(4, 1000, 2, dtype=F64)
     w = torch.rand(4, 1000, dtype=F64)
@@ -420,9 +406,9 @@ def test_blocked_evaluation_matches(monkeypatch):
     """Large point sets are processed in blocks; the result and gradients are unchanged."""
     import mvbook.geometry.triangulation as tri
 
-    cams = rig(4)
+    cams = circle_rig(4)
     g = torch.Generator().manual_seed(8)
-    uv = cams.project(points(50, 1)) + torch.randn(4, 50, 2, generator=g, dtype=F64)
+    uv = noisy_projections(cams, points(50, 1), 1.0, g)
     w = torch.rand(4, 50, generator=g, dtype=F64)
     w[1:, 3] = 0
     uv1 = uv.clone().requires_grad_(True)

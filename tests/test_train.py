@@ -33,7 +33,7 @@ class NoisyData(torch.utils.data.Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        jitter = 0.01 * (random.random() + float(np.random.rand()) + torch.rand(()).item())
+        jitter = 0.01 * (random.random() + float(np.random.rand()) + torch.rand(()).item())  # noqa: NPY002
         return {"x": self.x[i] + jitter, "y": self.y[i]}
 
 

@@ -179,3 +179,31 @@ def test_short_training_lowers_the_loss(mode):
     metrics = W.evaluate(net, imgs)
     assert {"MPJPE", "N-MPJPE", "PA-MPJPE"} <= set(metrics)
     assert all(math.isfinite(metrics[k]) for k in ("MPJPE", "N-MPJPE", "PA-MPJPE"))
+
+
+def test_root_depth_is_zero_and_distance_prior():
+    cfg = W.Weak25DConfig(crop_size=32)
+    net = W.Weak25DNet(17, cfg)
+    out = net(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
+    assert torch.equal(out["zr"][:, cfg.root], torch.zeros(2))
+    X = human_poses(4)
+    uv, zr = W.pose_to_25d(X, K.expand(4, 3, 3))
+    # real people are ~10 reference bones away: the prior is inactive
+    assert W.distance_prior_loss(uv, zr, K.expand(4, 3, 3)).item() == 0.0
+    # the degenerate collapse onto the optical axis (bones along the ray) is penalised
+    collapsed = zr.clone()
+    collapsed[:, 8] = -0.99  # the thorax almost straight in front of the pelvis along the ray
+    assert W.distance_prior_loss(uv, collapsed, K.expand(4, 3, 3)).item() > 0.0
+
+
+def test_align_grad_options_agree_on_value():
+    g = torch.Generator().manual_seed(0)
+    P = torch.randn(2, 3, 17, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    a = W.multiview_consistency_loss(P, align_grad=True)
+    b = W.multiview_consistency_loss(P, align_grad=False)
+    assert torch.allclose(a, b)
+    ga, = torch.autograd.grad(a, P)
+    gb, = torch.autograd.grad(b, P)
+    assert torch.isfinite(ga).all() and torch.isfinite(gb).all()
+    assert torch.autograd.gradcheck(lambda p: W.multiview_consistency_loss(p, align_grad=True),
+                                    (P.detach()[:1].clone().requires_grad_(True),))

@@ -89,6 +89,31 @@ class FrameRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def camera_from_centre(
+    R: Any,
+    T: Any,
+    focal: Sequence[float],
+    principal: Sequence[float],
+    k: Sequence[float] = (0.0, 0.0, 0.0),
+    p: Sequence[float] = (0.0, 0.0),
+    size: Sequence[int] = (0, 0),
+    name: str = "",
+) -> RawCamera:
+    """A camera stored by its centre, as in the Human3.6M metadata exports and VoxelPose's
+    calibration files: ``x_cam = R (X - T)`` with ``T (3,)`` mm, ``focal = (fx, fy)`` and
+    ``principal = (cx, cy)`` px, radial ``k = (k1, k2[, k3])`` and tangential ``p = (p1, p2)``
+    coefficients (combined into the OpenCV order k1, k2, p1, p2, k3)."""
+    R = np.asarray(R, np.float64).reshape(3, 3)
+    T = np.asarray(T, np.float64).reshape(3)
+    f = np.asarray(focal, np.float64).reshape(-1)
+    c = np.asarray(principal, np.float64).reshape(-1)
+    k = np.asarray(k, np.float64).reshape(-1)
+    p = np.asarray(p, np.float64).reshape(-1)
+    K = np.array([[f[0], 0, c[0]], [0, f[1], c[1]], [0, 0, 1]])
+    dist = [k[0], k[1], p[0], p[1], k[2] if k.size > 2 else 0.0]
+    return RawCamera(K, R, -R @ T, dist, tuple(size), name)
+
+
 def axis_rotation_to_z_up(up: np.ndarray) -> np.ndarray:
     """A proper rotation ``A`` (a signed axis permutation) with ``A @ e = +z`` for the signed
     world axis ``e`` closest to ``up`` (e.g. Panoptic's -y up gives x'=x, y'=z, z'=-y)."""
@@ -198,6 +223,16 @@ class VideoReader:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def video_info(path: str | os.PathLike) -> tuple[tuple[int, int], int]:
+    """``((W, H), frame count)`` of a video (the count as the container reports it; it may be
+    approximate, or 0 when unknown). Raises :class:`MissingRawDataError` when it cannot be opened."""
+    reader = VideoReader(path)
+    try:
+        return reader.size, reader.frame_count
+    finally:
+        reader.close()
 
 
 class ImageLoader:

@@ -62,20 +62,19 @@ from mvbook.data.common import (
     ImageSource,
     MissingRawDataError,
     RawCamera,
-    VideoReader,
+    camera_from_centre,
     check_sources_exist,
     convert_records,
+    video_info,
 )
+from mvbook.skeletons import H36M_17
 
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 TEST_SUBJECTS = ("S9", "S11")
 CAMERAS = ("54138969", "55011271", "58860488", "60457274")
 H36M32_TO_17 = (0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27)
 DEFAULT_IMAGE_SIZE = (500, 500)
-JOINT_NAMES = (
-    "pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "spine", "thorax",
-    "neck_nose", "head", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist",
-)  # fmt: skip
+JOINT_NAMES = H36M_17.joint_names
 
 HOW_TO_GET = (
     "Human3.6M is gated: register at http://vision.imar.ro/human3.6m/, download for each subject "
@@ -108,16 +107,18 @@ def load_cameras(
         raise MissingRawDataError(f"{path}: no cameras for subject {subject}")
     for cam in cameras:
         v = cal[subject][cam]
-        R = np.array(v["R"], float).reshape(3, 3)
-        T = np.array(v["T"], float).reshape(3)
-        f = np.array(v["f"], float).reshape(-1)
-        c = np.array(v["c"], float).reshape(-1)
-        k = np.array(v.get("k", [0, 0, 0]), float).reshape(-1)
-        p = np.array(v.get("p", [0, 0]), float).reshape(-1)
-        K = np.array([[f[0], 0, c[0]], [0, f[1], c[1]], [0, 0, 1]])
-        dist = [k[0], k[1], p[0], p[1], k[2] if k.size > 2 else 0.0]
-        size = tuple(v.get("size", (0, 0)))
-        out.append(RawCamera(K, R, -R @ T, dist, size, cam))
+        out.append(
+            camera_from_centre(
+                v["R"],
+                v["T"],
+                focal=v["f"],
+                principal=v["c"],
+                k=v.get("k", (0, 0, 0)),
+                p=v.get("p", (0, 0)),
+                size=v.get("size", (0, 0)),
+                name=cam,
+            )
+        )
     return out
 
 
@@ -193,10 +194,9 @@ def build_records(
             sizes, counts, bad = [], [], None
             for v in videos:
                 try:
-                    r = VideoReader(v)
-                    sizes.append(r.size)
-                    counts.append(r.frame_count)
-                    r.close()
+                    size, count = video_info(v)
+                    sizes.append(size)
+                    counts.append(count)
                 except (MissingRawDataError, OSError) as err:
                     bad = str(err)
                     break

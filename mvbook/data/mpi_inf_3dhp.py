@@ -14,6 +14,9 @@ sequences Seq1, Seq2::
                                           row-major), extrinsic (4x4 world -> camera, mm), radial
     RAW/S1/Seq1/imageSequence/video_0.avi ... video_13.avi  (2048x2048; 11-13: 1920x1080), 25/50 fps
 
+``annot.mat`` is read with scipy; a MATLAB v7.3 (HDF5) ``annot.mat`` needs ``h5py`` (the ``data``
+extra: ``pip install 'mvbook[data]'``).
+
 About 2 GB per sequence for 8 cameras (16 sequences, ~25-45 GB). Converted (8 views at 512x512,
 every 10th frame, ~11k samples) ~70 GB; use ``--image-size 256x256`` (~17 GB).
 
@@ -46,7 +49,9 @@ from mvbook.data.common import (
     axis_rotation_to_z_up,
     check_sources_exist,
     convert_records,
+    video_info,
 )
+from mvbook.skeletons import H36M_17
 
 SUBJECTS = tuple(f"S{i}" for i in range(1, 9))
 TRAIN_SUBJECTS = tuple(f"S{i}" for i in range(1, 8))
@@ -56,10 +61,7 @@ CAMERAS = (0, 1, 2, 4, 5, 6, 7, 8)
 # 3DHP 28-joint indices in mvbook's h36m17 order
 MPI28_TO_H36M17 = (4, 23, 24, 25, 18, 19, 20, 3, 5, 6, 7, 9, 10, 11, 14, 15, 16)
 DEFAULT_IMAGE_SIZE = (512, 512)
-JOINT_NAMES = (
-    "pelvis", "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "spine", "thorax",
-    "neck_nose", "head", "l_shoulder", "l_elbow", "l_wrist", "r_shoulder", "r_elbow", "r_wrist",
-)  # fmt: skip
+JOINT_NAMES = H36M_17.joint_names
 
 HOW_TO_GET = (
     "MPI-INF-3DHP is gated: request it at https://vcai.mpi-inf.mpg.de/3dhp-dataset/, run its "
@@ -97,15 +99,47 @@ def parse_calibration(path: str | Path) -> dict[int, RawCamera]:
 
 
 def load_annot3(path: str | Path, camera: int = 0) -> np.ndarray:
-    """``(F, 28, 3)`` mm joints in camera ``camera``'s coordinates from ``annot.mat``."""
+    """``(F, 28, 3)`` mm joints in camera ``camera``'s coordinates from ``annot.mat``.
+
+    MATLAB v5 files are read with scipy; MATLAB v7.3 files (HDF5) with ``h5py`` (the ``data``
+    extra: ``pip install 'mvbook[data]'``).
+    """
     import scipy.io
 
     path = Path(path)
     if not path.exists():
         raise MissingRawDataError(f"{path} is missing. {HOW_TO_GET}")
-    mat = scipy.io.loadmat(str(path))
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except NotImplementedError:  # MATLAB v7.3: an HDF5 file
+        return _load_annot3_v73(path, camera).reshape(-1, 28, 3)
     a3 = mat["annot3"]
     return np.asarray(a3[camera][0], float).reshape(-1, 28, 3)
+
+
+def _load_annot3_v73(path: Path, camera: int) -> np.ndarray:
+    """Camera ``camera``'s ``annot3`` entry ``(F, 84)`` of a MATLAB v7.3 ``annot.mat``.
+
+    v7.3 stores a cell array as an array of HDF5 object references and every matrix transposed
+    (MATLAB is column-major): cell ``annot3{c}`` is ``file[annot3.flat[c]]``, of shape (84, F).
+    """
+    try:
+        import h5py
+    except ImportError as err:
+        raise MissingRawDataError(
+            f"{path} is a MATLAB v7.3 (HDF5) file; reading it needs the 'h5py' package: "
+            "pip install 'mvbook[data]' (or pip install h5py)"
+        ) from err
+    with h5py.File(path, "r") as f:
+        if "annot3" not in f:
+            raise ValueError(f"{path}: no variable 'annot3'")
+        cells = f["annot3"]
+        if cells.dtype != h5py.ref_dtype:
+            raise ValueError(f"{path}: 'annot3' must be a cell array (one cell per camera)")
+        refs = cells[()].reshape(-1)  # MATLAB's column-major cell order
+        if not 0 <= camera < refs.size:
+            raise ValueError(f"{path}: 'annot3' has {refs.size} cameras, asked for {camera}")
+        return np.asarray(f[refs[camera]][()], float).T
 
 
 def build_records(
@@ -122,8 +156,6 @@ def build_records(
     records: list[FrameRecord] = []
     per_seq: list[tuple[str, str, np.ndarray, list[RawCamera], int]] = []
     ups = []
-    from mvbook.data.common import VideoReader
-
     for subj in subjects:
         for seq in sequences:
             d = raw / subj / seq
@@ -136,12 +168,7 @@ def build_records(
             Xc = load_annot3(d / "annot.mat", 0)
             c0 = calib[0]
             Xw = np.einsum("ji,fkj->fki", c0.R, Xc - c0.t)  # R^T (X_c - t)
-            counts = []
-            for c in cameras:
-                v = d / "imageSequence" / f"video_{c}.avi"
-                r = VideoReader(v)
-                counts.append(r.frame_count)
-                r.close()
+            counts = [video_info(d / "imageSequence" / f"video_{c}.avi")[1] for c in cameras]
             n = min(len(Xw), *[k for k in counts if k > 0])
             ups.append((Xw[:, 7] - 0.5 * (Xw[:, 20] + Xw[:, 25])).mean(0))
             per_seq.append((subj, seq, Xw[:n], [calib[c] for c in cameras], n))
@@ -220,10 +247,17 @@ def write_fixture(
     num_frames: int = 12,
     size: tuple[int, int] = (48, 48),
     seed: int = 0,
+    mat_version: str = "5",
 ) -> dict[str, Any]:
-    """Write a miniature 3DHP training layout (y-up world, cameras 0..num_cameras-1)."""
+    """Write a miniature 3DHP training layout (y-up world, cameras 0..num_cameras-1).
+
+    ``mat_version``: ``"5"`` writes ``annot.mat`` with scipy, ``"7.3"`` as an HDF5-based MATLAB
+    v7.3 file (needs ``h5py``)."""
     import cv2
     import scipy.io
+
+    if mat_version not in ("5", "7.3"):
+        raise ValueError(f"mat_version must be '5' or '7.3', got {mat_version!r}")
 
     from mvbook.data.fixtures import look_at_rig, random_people
 
@@ -263,10 +297,14 @@ def write_fixture(
                 a3[c, 0] = Xc.reshape(num_frames, 84)
                 uv = Xc[..., :2] / Xc[..., 2:] * K[c, [0, 1], [0, 1]] + K[c, :2, 2]
                 a2[c, 0] = uv.reshape(num_frames, 56)
-            scipy.io.savemat(str(d / "annot.mat"), {
+            annot = {
                 "annot3": a3, "annot2": a2, "univ_annot3": a3,
                 "frames": np.arange(num_frames)[:, None], "cameras": np.arange(num_cameras)[None],
-            })  # fmt: skip
+            }  # fmt: skip
+            if mat_version == "7.3":
+                _savemat_v73(d / "annot.mat", annot)
+            else:
+                scipy.io.savemat(str(d / "annot.mat"), annot)
             for c in range(num_cameras):
                 vw = cv2.VideoWriter(str(d / "imageSequence" / f"video_{c}.avi"),
                                      cv2.VideoWriter_fourcc(*"MJPG"), 25, (W, H))  # fmt: skip
@@ -274,3 +312,28 @@ def write_fixture(
                     vw.write(np.full((H, W, 3), (f * 13 + c * 60) % 256, np.uint8))
                 vw.release()
     return {"K": K, "R": R, "t": t, "joints3d": truth}
+
+
+def _savemat_v73(path: Path, variables: dict[str, np.ndarray]) -> None:
+    """Write numeric matrices and cell arrays (object arrays of matrices) as MATLAB v7.3 does:
+    an HDF5 file behind a 512-byte MATLAB header, matrices transposed (column-major), cells as
+    arrays of object references into the ``#refs#`` group."""
+    import h5py
+
+    with h5py.File(path, "w", userblock_size=512) as f:
+        refs = f.create_group("#refs#")
+        for name, value in variables.items():
+            if value.dtype == object:
+                cell = np.empty(value.shape[::-1], h5py.ref_dtype)
+                for i, entry in enumerate(value.reshape(-1, order="F")):
+                    ds = refs.create_dataset(f"{name}_{i}", data=np.asarray(entry, float).T)
+                    ds.attrs["MATLAB_class"] = np.bytes_("double")
+                    cell.reshape(-1)[i] = ds.ref
+                ds = f.create_dataset(name, data=cell)
+                ds.attrs["MATLAB_class"] = np.bytes_("cell")
+            else:
+                ds = f.create_dataset(name, data=np.asarray(value, float).T)
+                ds.attrs["MATLAB_class"] = np.bytes_("double")
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created by: mvbook, HDF5 schema 1.00 ."
+    with open(path, "r+b") as fh:  # text, subsystem offset, version 0x0200, endian indicator
+        fh.write(header.ljust(116, b" ") + b"\0" * 8 + b"\x00\x02IM")

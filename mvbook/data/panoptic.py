@@ -50,11 +50,12 @@ from mvbook.data.common import (
     ImageSource,
     MissingRawDataError,
     RawCamera,
-    VideoReader,
     check_sources_exist,
     convert_records,
+    video_info,
 )
 from mvbook.data.download import download
+from mvbook.skeletons import PANOPTIC_19
 
 BASE_URL = "http://domedb.perception.cs.cmu.edu/webdata/dataset"
 TRAIN_SEQUENCES = (
@@ -80,11 +81,7 @@ POSE_TAR = "hdPose3d_stage1_coco19.tar"
 DEFAULT_IMAGE_SIZE = (960, 540)
 # dome frame (y down, cm) -> mvbook world (z up): x' = x, y' = z, z' = -y
 DOME_TO_WORLD = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
-JOINT_NAMES_19 = (
-    "neck", "nose", "body_center", "l_shoulder", "l_elbow", "l_wrist", "l_hip", "l_knee",
-    "l_ankle", "r_shoulder", "r_elbow", "r_wrist", "r_hip", "r_knee", "r_ankle", "l_eye",
-    "l_ear", "r_eye", "r_ear",
-)  # fmt: skip
+JOINT_NAMES_19 = PANOPTIC_19.joint_names
 
 HOW_TO_GET = (
     "Get them with `mvbook data fetch panoptic --raw DIR --sequences SEQ ...` "
@@ -261,11 +258,7 @@ def build_records(
 
 
 def _frame_count(path: Path) -> int:
-    r = VideoReader(path)
-    try:
-        n = r.frame_count
-    finally:
-        r.close()
+    n = video_info(path)[1]
     return n if n > 0 else 1 << 62
 
 

@@ -58,17 +58,16 @@ from mvbook.data.common import (
     MissingRawDataError,
     RawCamera,
     axis_rotation_to_z_up,
+    camera_from_centre,
     check_sources_exist,
     convert_records,
     decompose_projection,
     read_image_rgb,
 )
 from mvbook.data.download import download
+from mvbook.skeletons import SHELF_14
 
-SHELF_JOINTS = (
-    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle", "r_wrist", "r_elbow",
-    "r_shoulder", "l_shoulder", "l_elbow", "l_wrist", "bottom_head", "top_head",
-)  # fmt: skip
+SHELF_JOINTS = SHELF_14.joint_names
 
 DATASETS: dict[str, dict[str, Any]] = {
     "shelf": {
@@ -207,13 +206,18 @@ def load_cameras(
         cams = []
         for c in range(C):
             v = cal[str(c)]
-            R = np.array(v["R"], float).reshape(3, 3)
-            T = np.array(v["T"], float).reshape(3)
-            K = np.array([[v["fx"], 0, v["cx"]], [0, v["fy"], v["cy"]], [0, 0, 1]], float)
-            k = np.array(v.get("k", [0, 0, 0]), float).reshape(-1)
-            p = np.array(v.get("p", [0, 0]), float).reshape(-1)
-            dist = [k[0], k[1], p[0], p[1], k[2] if k.size > 2 else 0.0]
-            cams.append(RawCamera(K, R, -R @ T, dist, sizes[c], f"Camera{c}"))
+            cams.append(
+                camera_from_centre(
+                    v["R"],
+                    v["T"],
+                    focal=(v["fx"], v["fy"]),
+                    principal=(v["cx"], v["cy"]),
+                    k=v.get("k", (0, 0, 0)),
+                    p=v.get("p", (0, 0)),
+                    size=sizes[c],
+                    name=f"Camera{c}",
+                )
+            )
         return cams, str(js)
     if calibration == "json":
         raise MissingRawDataError(f"{js} is missing ({info['calib_json_url']})")

@@ -20,7 +20,7 @@ Baselines: per-view heatmap argmax then plain DLT ("naive"), and RANSAC triangul
 Data: samples in the common format (:mod:`mvbook.data.format`) are cropped once around each
 view's person box into ``crop_size`` squares (:func:`prepare_crops`); the crop cameras
 ``P = A K [R | t]`` (``A`` the crop/resize affine map in pixels) are what the models use.
-Lens distortion is ignored by the projections (as in the paper's implementation).
+Lens distortion is not modelled by the crop cameras: use undistorted data (the studio has none).
 
 Units: mm in 3D, crop pixels in 2D.
 """
@@ -51,6 +51,9 @@ __all__ = [
     "VolumetricTriangulationNet",
     "CropSet",
     "cache_backbone",
+    "cached_outputs",
+    "argmax_joints",
+    "CACHE_KEYS",
     "crop_affine",
     "crop_images",
     "prepare_crops",
@@ -314,6 +317,7 @@ def prepare_crops(
     actions: list[str] = []
     for i in tqdm(indices, desc="cropping", disable=not progress):
         s = dataset[i]  # type: ignore[index]
+        s = {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
         images = s["images"]
         box = square_boxes(s["bbox"][:, person].float(), config.crop_scale)  # (C, 4)
         A = crop_affine(box, S)  # (C, 3, 3)
@@ -584,7 +588,7 @@ def _select_views(batch: dict, views: Sequence[int] | None) -> dict:
     return out
 
 
-def _cached(batch: dict, model: nn.Module | None = None) -> BackboneOutput | None:
+def cached_outputs(batch: dict, model: nn.Module | None = None) -> BackboneOutput | None:
     """Backbone outputs stored in the batch (see :func:`cache_backbone`), if the model may use them."""
     if not all(k in batch for k in CACHE_KEYS):
         return None
@@ -712,7 +716,7 @@ def algebraic_loss_fn(config: LTConfig) -> Callable[[nn.Module, dict], tuple[tor
 
     def loss_fn(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
         batch = _to(batch, _device_of(model))
-        out = model(batch["images"], batch["P"], cached=_cached(batch, model))
+        out = model(batch["images"], batch["P"], cached=cached_outputs(batch, model))
         gt = batch["joints3d"]
         loss = soft_mse_loss(out["joints3d"], gt, config.soft_mse_threshold)
         err = (out["joints3d"] - gt).norm(dim=-1).mean().detach()
@@ -736,7 +740,7 @@ def volumetric_loss_fn(
         gt = batch["joints3d"]
         root = gt[:, config.root_joint]
         yaw = random_yaw(gt.shape[0], generator, device=dev) if config.train_yaw else None
-        out = model(batch["images"], batch["P"], root, yaw, cached=_cached(batch, model))
+        out = model(batch["images"], batch["P"], root, yaw, cached=cached_outputs(batch, model))
         loss, logs = volumetric_loss(
             out["joints3d"], gt, out["volumes"], out["grid"], config.heatmap_reg,
             volume_beta=config.volume_beta,
@@ -754,11 +758,15 @@ def volumetric_loss_fn(
 Predictor = Callable[[dict], torch.Tensor]
 
 
-def _argmax_joints(backbone: SimpleBaseline, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def argmax_joints(backbone: SimpleBaseline, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-view heatmap argmax joints ``(B, C, J, 2)`` crop px and peak values ``(B, C, J)``.
+
+    Uses the batch's cached heatmaps when present (:func:`cache_backbone`).
+    """
     from mvbook.heatmaps import argmax_2d
 
     images = batch["images"]
-    cached = _cached(batch)
+    cached = cached_outputs(batch)
     if cached is not None:
         heat = cached.heatmaps.float()
     else:
@@ -778,7 +786,7 @@ def naive_predictor(backbone: SimpleBaseline, use_cache: bool = True) -> Predict
 
     def predict(batch: dict) -> torch.Tensor:
         b = batch if use_cache else {k: v for k, v in batch.items() if k not in CACHE_KEYS}
-        uv, _ = _argmax_joints(backbone, b)
+        uv, _ = argmax_joints(backbone, b)
         return triangulate(uv, b["P"].float())
 
     return predict
@@ -796,7 +804,7 @@ def ransac_predictor(
 
     def predict(batch: dict) -> torch.Tensor:
         b = batch if use_cache else {k: v for k, v in batch.items() if k not in CACHE_KEYS}
-        uv, _ = _argmax_joints(backbone, b)
+        uv, _ = argmax_joints(backbone, b)
         P = b["P"].float()
         X, _ = triangulate_ransac(uv, P, threshold=threshold)
         bad = ~torch.isfinite(X).all(-1, keepdim=True)
@@ -811,7 +819,7 @@ def algebraic_predictor(model: AlgebraicTriangulationNet) -> Predictor:
     """The algebraic model's triangulated joints."""
 
     def predict(batch: dict) -> torch.Tensor:
-        return model(batch["images"], batch["P"], cached=_cached(batch, model))["joints3d"]
+        return model(batch["images"], batch["P"], cached=cached_outputs(batch, model))["joints3d"]
 
     return predict
 
@@ -832,7 +840,7 @@ def volumetric_predictor(
             r = root(batch)[:, root_joint]
         else:
             raise ValueError(f"root must be 'gt' or a predictor, got {root!r}")
-        return model(batch["images"], batch["P"], r, None, cached=_cached(batch, model))["joints3d"]
+        return model(batch["images"], batch["P"], r, None, cached=cached_outputs(batch, model))["joints3d"]
 
     return predict
 

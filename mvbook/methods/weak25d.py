@@ -28,6 +28,7 @@ maps never receive a signal) and a fully supervised model (2D + scale-normalised
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -116,8 +117,8 @@ class Weak25DConfig:
     w_coord: float = 1.0
     w_heatmap: float = 1.0
     w_mc: float = 1.0
-    w_bone: float = 0.5
-    w_sym: float = 0.5
+    w_bone: float = 1.0
+    w_sym: float = 1.0
     w_depth: float = 1.0
     mc_delta: float = 0.1
     align_grad: bool = False
@@ -693,9 +694,11 @@ class WeakBatches:
     Each batch holds ``batch_2d`` labelled images (keys ``images2d``, ``uv2d``, ``valid2d``) and
     ``batch_mv`` multiview frames (keys ``images_mv (B, C, 3, S, S)``, ``K_mv`` and, for the
     fully supervised model, ``uv_mv``, ``valid_mv``, ``zr_mv``). One epoch is
-    ``len(images2d) // batch_2d`` batches; the order comes from ``self.generator`` (seeded),
-    which :func:`mvbook.train.train` saves in checkpoints.
+    ``len(images2d) // batch_2d`` batches; the order comes from ``self.generator`` (seeded,
+    ``seed + rank`` under ``torchrun``), which :func:`mvbook.train.train` saves in checkpoints.
     """
+
+    shards_by_rank = True
 
     def __init__(self, images2d: ImageSet, multiview: MultiviewSet | None, batch_2d: int,
                  batch_mv: int, seed: int = 0) -> None:
@@ -707,7 +710,10 @@ class WeakBatches:
         self.multiview = multiview
         self.batch_2d = batch_2d
         self.batch_mv = batch_mv
-        self.generator = torch.Generator().manual_seed(seed)
+        # under torchrun every rank draws its own stream (seed + rank)
+        from mvbook.train import distributed_info
+
+        self.generator = torch.Generator().manual_seed(seed + distributed_info().rank)
 
     def __len__(self) -> int:
         return len(self.images2d) // self.batch_2d
@@ -853,36 +859,53 @@ def evaluate(model: Weak25DNet, test: ImageSet, batch_size: int = 64) -> dict[st
 
 def main(profile: str = "quick", data: str = "studio", device: str = "auto", seed: int = 0,
          checkpoint_dir: str | None = None, steps: int | None = None, **_: Any) -> int:
-    """Train the three models of the chapter and print their metrics (``python -m mvbook.train
-    mvbook.methods.weak25d:main --profile full --data PATH``; runs under ``torchrun``)."""
+    """Train the chapter's three models and print their test metrics.
+
+    The chapter's split: 2D labels on S1, S5; unlabelled multiview frames of S6, S7, S8; test
+    on S9, S11. Runs the 2D-only model, then the weakly and the fully supervised models from it.
+    Launch the full profile on GPUs with ``torchrun --standalone --nproc_per_node=N -m
+    mvbook.train mvbook.methods.weak25d:main --profile full --data PATH``.
+    """
     from mvbook.runtime import by_profile
     from mvbook.studio import open_data
     from mvbook.train import distributed_info
 
-    cfg = Weak25DConfig(**by_profile(profile, smoke={"crop_size": 32}, quick={},
-                                     full={"crop_size": 128, "backbone": BackboneConfig(
-                                         width=64, blocks=(2, 2, 2, 2), stem_stride=4,
-                                         deconv_layers=3, deconv_channels=128)}))
-    sizes = by_profile(profile, smoke=(4, 4, 4, 4), quick=(300, 200, 200, 300),
-                       full=(None, None, None, None))
-    n2d, nmv, ntest, default_steps = sizes if sizes[3] is not None else (*sizes[:3], 20000)
-    steps = steps or default_steps
-    train_ds = open_data(data, profile=profile, split="train", seed=seed)
-    test_ds = open_data(data, profile=profile, split="test", seed=seed)
-    images2d = prepare_images(train_ds, cfg, n2d, seed=seed)
-    multiview = prepare_multiview(train_ds, cfg, nmv, seed=seed + 1)
-    test = prepare_images(test_ds, cfg, ntest, seed=seed + 2)
+    cfg = by_profile(profile, smoke=Weak25DConfig(crop_size=32), quick=Weak25DConfig(crop_size=32),
+                     full=Weak25DConfig(crop_size=128, backbone=BackboneConfig(
+                         width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
+                         deconv_channels=128)))
+    frames = by_profile(profile, smoke=(4, 4, 4), quick=(300, 300, 100), full=(None, None, None))
+    steps_2d, steps_w = by_profile(profile, smoke=(3, 2), quick=(1500, 400), full=(40000, 20000))
+    if steps is not None:
+        steps_2d = steps_w = steps
+    batch_2d, batch_mv = by_profile(profile, smoke=(4, 1), quick=(16, 4), full=(64, 16))
+    keys = ["images", "K", "R", "t", "joints3d", "joints2d", "bbox", "image_size"]
+    common = dict(profile=profile, seed=seed, keys=keys)
+    ds_2d = open_data(data, split="train", subjects=["S1", "S5"], **common)
+    ds_mv = open_data(data, split="train", subjects=["S6", "S7", "S8"], **common)
+    ds_test = open_data(data, split="test", **common)
+    images2d = prepare_images(ds_2d, cfg, frames[0], seed=seed)
+    multiview = prepare_multiview(ds_mv, cfg, frames[1], seed=seed + 1)
+    test = prepare_images(ds_test, cfg, frames[2], seed=seed + 2)
     prior = bone_ratio_prior(multiview.joints_cam[:, 0])
     info = distributed_info()
+    base: Weak25DNet | None = None
     for mode in ("2d", "weak", "full"):
         torch.manual_seed(seed)
         model = Weak25DNet(17, cfg)
+        if base is not None:
+            model.load_state_dict(base.state_dict())
         ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / mode
+        n = steps_2d if mode == "2d" else steps_w
         t0 = time.perf_counter()
-        fit(model, mode, images2d, multiview, steps, prior=prior, device=device, seed=seed,
-            checkpoint_dir=ckpt, checkpoint_every=max(steps // 10, 1))
+        fit(model, mode, images2d, multiview, n, batch_2d, batch_mv,
+            lr=5e-3 if mode == "2d" else 1e-3, prior=prior, device=device, seed=seed,
+            checkpoint_dir=ckpt, checkpoint_every=max(n // 10, 1))
+        model = model.cpu()
+        if mode == "2d":
+            base = copy.deepcopy(model)
         if info.is_main:
-            metrics = evaluate(model.cpu(), test)
+            metrics = evaluate(model, test)
             shown = ", ".join(f"{k} {v:.1f}" for k, v in metrics.items() if k != "pred")
             print(f"{mode}: {shown} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return 0
