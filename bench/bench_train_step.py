@@ -91,13 +91,16 @@ def main() -> int:
                            deconv_channels=32)
     big = BackboneConfig(width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
                          deconv_channels=128)
-    quick = W.Weak25DConfig()
+    quick = W.Weak25DConfig(crop_size=32)  # the chapter-11 quick profile
+    crop64 = W.Weak25DConfig(crop_size=64)
     full = W.Weak25DConfig(crop_size=128, backbone=big)
     cases = [
-        ("ch10 backbone quick (64 px, width 16), batch 16", lambda: case_backbone(64, small, 16)),
-        ("ch11 2.5D 2d-only quick (64 px), 16 img", lambda: case_weak("2d", quick, 16, 4)),
-        ("ch11 2.5D weak quick (64 px), 16 img + 4x4 views", lambda: case_weak("weak", quick, 16, 4)),
-        ("ch11 2.5D full quick (64 px), 16 img + 4x4 views", lambda: case_weak("full", quick, 16, 4)),
+        ("ch10 backbone (64 px, width 16), batch 16", lambda: case_backbone(64, small, 16)),
+        ("ch11 2.5D 2d-only quick (32 px), 16 img", lambda: case_weak("2d", quick, 16, 4)),
+        ("ch11 2.5D weak quick (32 px), 16 img + 4x4 views", lambda: case_weak("weak", quick, 16, 4)),
+        ("ch11 2.5D full quick (32 px), 16 img + 4x4 views", lambda: case_weak("full", quick, 16, 4)),
+        ("ch11 2.5D weak (64 px, width 16), 16 img + 4x4 views",
+         lambda: case_weak("weak", crop64, 16, 4)),
         ("ch11 2.5D weak full-size (128 px, width 64), 16 img + 4x4 views",
          lambda: case_weak("weak", full, 16, 4)),
     ]

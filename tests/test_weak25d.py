@@ -207,3 +207,12 @@ def test_align_grad_options_agree_on_value():
     assert torch.isfinite(ga).all() and torch.isfinite(gb).all()
     assert torch.autograd.gradcheck(lambda p: W.multiview_consistency_loss(p, align_grad=True),
                                     (P.detach()[:1].clone().requires_grad_(True),))
+
+
+def test_color_jitter_keeps_shape_and_is_seeded():
+    x = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    torch.manual_seed(0)
+    a = W.color_jitter(x, 0.3)
+    torch.manual_seed(0)
+    b = W.color_jitter(x, 0.3)
+    assert a.shape == (4, 3, 8, 8) and a.dtype == torch.float32 and torch.equal(a, b)

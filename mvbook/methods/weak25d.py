@@ -105,6 +105,7 @@ class Weak25DConfig:
     - ``align_grad``: gradients flow through the Procrustes alignment of the consistency loss.
     - ``w_front``, ``z_min``: weight of the distance prior :func:`distance_prior_loss` and the
       smallest plausible joint depth in reference-bone units (3 bones: about 1.5 m).
+    - ``color_jitter``: strength of the colour augmentation of training crops (0: none).
     """
 
     crop_size: int = 64
@@ -124,6 +125,7 @@ class Weak25DConfig:
     align_grad: bool = False
     w_front: float = 1.0
     z_min: float = 3.0
+    color_jitter: float = 0.0
 
     @property
     def heatmap_size(self) -> int:
@@ -369,6 +371,21 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., 3, S, S)`` to float ``(x / 255 - 0.5) / 0.25``."""
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
     return (x - IMAGE_MEAN) / IMAGE_STD
+
+
+def color_jitter(images: torch.Tensor, strength: float) -> torch.Tensor:
+    """Random per-image, per-channel gain and offset (and a channel shuffle with probability
+    1/2) applied to uint8 crops ``(N, 3, S, S)``; returns normalised float images. Uses the
+    global torch random stream (seeded and checkpointed by :func:`mvbook.train.train`)."""
+    x = normalize_images(images)
+    n = x.shape[0]
+    gain = 1.0 + strength * (2 * torch.rand(n, 3, 1, 1, device=x.device) - 1)
+    bias = 2.0 * strength * (2 * torch.rand(n, 3, 1, 1, device=x.device) - 1)
+    x = x * gain + bias
+    perm = torch.argsort(torch.rand(n, 3, device=x.device), dim=1)
+    shuffle = torch.rand(n, device=x.device) < 0.5
+    idx = torch.where(shuffle[:, None], perm, torch.arange(3, device=x.device).expand(n, 3))
+    return torch.gather(x, 1, idx[:, :, None, None].expand_as(x))
 
 
 class Weak25DNet(nn.Module):
@@ -751,6 +768,8 @@ def make_loss(mode: str, config: Weak25DConfig, prior: torch.Tensor | None = Non
             mv = batch["images_mv"]
             B, C = mv.shape[:2]
             images = torch.cat([images, mv.flatten(0, 1)])
+        if config.color_jitter > 0:
+            images = color_jitter(images, config.color_jitter)
         out = model(images)  # one forward pass (batch norm statistics over both sets)
         out2d = {k: v[:n2] for k, v in out.items()}
         loss, logs = heatmap_loss(out2d, batch["uv2d"], batch["valid2d"], config.sigma,
@@ -874,7 +893,7 @@ def main(profile: str = "quick", data: str = "studio", device: str = "auto", see
                      full=Weak25DConfig(crop_size=128, backbone=BackboneConfig(
                          width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
                          deconv_channels=128)))
-    frames = by_profile(profile, smoke=(4, 4, 4), quick=(300, 300, 100), full=(None, None, None))
+    frames = by_profile(profile, smoke=(4, 4, 4), quick=(None, None, None), full=(None, None, None))
     steps_2d, steps_w = by_profile(profile, smoke=(3, 2), quick=(1500, 400), full=(40000, 20000))
     if steps is not None:
         steps_2d = steps_w = steps
