@@ -219,7 +219,11 @@ def notebook_parameters(
     path: Path, profile: str, config: Mapping[str, Any], overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Parameters of one chapter: global, then per-notebook (by number or stem), then ``-p``;
-    ``profile`` always set."""
+    ``profile`` always set.
+
+    Configuration parameters that the chapter's ``parameters`` cell does not declare are left
+    out (``data`` means nothing to a chapter without data); ``-p`` overrides are always passed,
+    so a mistyped name is still reported by papermill."""
     params: dict[str, Any] = dict(config.get("parameters") or {})
     number = NOTEBOOK_PATTERN.match(path.name).group(1)  # type: ignore[union-attr]
     per_nb = config.get("notebooks") or {}
@@ -227,9 +231,33 @@ def notebook_parameters(
         key = str(key)
         if (key.isdigit() and int(key) == int(number)) or key in (path.stem, path.name):
             params.update(values)
+    declared = declared_parameters(path)
+    if declared is not None:
+        params = {k: v for k, v in params.items() if k in declared}
     params.update(overrides)
     params["profile"] = profile
     return params
+
+
+def declared_parameters(path: Path) -> set[str] | None:
+    """Names assigned in the notebook's cell tagged ``parameters`` (``None`` if unreadable)."""
+    import ast
+
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(path), as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+        tree = ast.parse(cell.source)
+    except Exception:  # a broken notebook is reported when it runs, not here
+        return None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for target in targets:
+            if isinstance(target, ast.Name):
+                names.add(target.id)
+    return names
 
 
 def utc_stamp(now: _dt.datetime | None = None) -> str:

@@ -288,6 +288,20 @@ def test_config_and_parameters(tmp_path):
         load_config("fast", tmp_path)
 
 
+def test_config_parameters_the_chapter_does_not_declare_are_left_out(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("profile = 'quick'\nseed = 0")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print(seed)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "07_no_data.ipynb"
+    nbformat.write(nb, path)
+    config = {"parameters": {"seed": 3, "data": "studio", "device": "auto"}}
+    assert notebook_parameters(path, "quick", config, {}) == {"seed": 3, "profile": "quick"}
+    # an explicit -p is passed even when undeclared, so papermill names the unknown parameter
+    assert notebook_parameters(path, "quick", config, {"data": "x"})["data"] == "x"
+
+
 @pytest.mark.parametrize("profile", ["smoke", "quick", "full"])
 def test_shipped_configs(profile):
     config = load_config(profile, Path(__file__).parents[1] / "configs")
