@@ -37,19 +37,20 @@ Runs never overwrite an earlier run: a default folder name that exists gets a su
 explicit ``--out`` that exists is refused. ``resume`` re-enters a run and executes only the
 chapters that did not succeed; ``verify`` re-executes a run's chapters with the same
 parameters into a new folder and compares the two ``results.json`` within a tolerance.
+
+This module is the runner: configuration, run folders, :func:`run_report`,
+:func:`resume_report` and :func:`verify_report`. It builds on :mod:`mvbook.report_notebook`
+(executing one chapter, its record in ``environment.json``), :mod:`mvbook.report_pages`
+(summaries, index, HTML export) and :mod:`mvbook.environment` (git, packages, hardware);
+their names stay importable from here.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
-import importlib.metadata
-import json
 import math
 import os
-import platform
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,7 +58,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from mvbook.results import (
+from mvbook.environment import (  # noqa: F401 - also importable from here
+    KEY_PACKAGES,
+    capture_environment,
+    cpu_name,
+    git_info,
+    gpu_names,
+    package_versions,
+)
+from mvbook.report_notebook import (  # noqa: F401 - also importable from here
+    ENVIRONMENT_FILE,
+    RESULTS_FILE,
+    NotebookRun,
+    annotate_notebook,
+    collect_notebook_results,
+    execute_notebook,
+    read_json,
+    write_json,
+)
+from mvbook.report_pages import (  # noqa: F401 - also importable from here
+    export_html,
+    format_seconds,
+    index_html,
+    summary_html_table,
+    summary_markdown,
+    write_pages,
+)
+from mvbook.results import (  # noqa: F401 - also importable from here
     CHAPTER_ENV,
     PROFILE_ENV,
     RESULTS_ENV,
@@ -71,31 +98,7 @@ from mvbook.results import (
 )
 from mvbook.runtime import PROFILES, check_profile
 
-ENVIRONMENT_FILE = "environment.json"
-RESULTS_FILE = "results.json"
 NOTEBOOK_PATTERN = re.compile(r"^(\d+)_.+\.ipynb$")
-KEY_PACKAGES = (
-    "mvbook",
-    "torch",
-    "numpy",
-    "scipy",
-    "matplotlib",
-    "plotly",
-    "ipywidgets",
-    "tqdm",
-    "papermill",
-    "nbclient",
-    "nbconvert",
-    "nbformat",
-    "ipykernel",
-    "nbval",
-    "pyyaml",
-    "pybullet",
-    "opencv-python-headless",
-    "kornia",
-    "pillow",
-)
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 class ReportError(Exception):
@@ -292,448 +295,6 @@ def claim_out_dir(out: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Environment
-
-
-def _run_git(args: Sequence[str], cwd: Path) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["git", "--no-optional-locks", *args],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return proc.stdout if proc.returncode == 0 else None
-
-
-def git_info(path: Path) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding ``path``
-    (read-only git commands)."""
-    commit = _run_git(["rev-parse", "HEAD"], path)
-    status = _run_git(["status", "--porcelain"], path)
-    return {
-        "commit": commit.strip() if commit else None,
-        "dirty": None if status is None else bool(status.strip()),
-    }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def gpu_names() -> list[str]:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - a broken CUDA setup is reported as "no GPU"
-        pass
-    return []
-
-
-def package_versions(names: Iterable[str] = KEY_PACKAGES) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in names:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def capture_environment(root: Path) -> dict[str, Any]:
-    """Git state, Python, packages, platform, CPU and GPU of this machine."""
-    return {
-        "git": git_info(root),
-        "python": sys.version.split()[0],
-        "python_executable": sys.executable,
-        "platform": platform.platform(),
-        "cpu": cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "gpus": gpu_names(),
-        "packages": package_versions(),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Executing one notebook
-
-
-@dataclass
-class NotebookRun:
-    """State of one chapter in a run (one entry of ``environment.json["notebooks"]``)."""
-
-    name: str
-    source: str
-    parameters: dict[str, Any]
-    status: str = "pending"  # pending | running | ok | failed
-    wall_s: float | None = None
-    started_utc: str | None = None
-    error: dict[str, Any] | None = None
-    results: int = 0
-    executed: str | None = None
-    html: str | None = None
-    html_error: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> NotebookRun:
-        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})
-
-    def describe_error(self) -> str:
-        if not self.error:
-            return ""
-        err = self.error
-        where = f"cell {err['cell']}" if err.get("cell") is not None else "before any cell"
-        if err.get("execution_count") is not None:
-            where += f" (In [{err['execution_count']}])"
-        return f"{where}: {err.get('ename')}: {err.get('evalue')}"
-
-
-def _clean(text: str) -> str:
-    return _ANSI.sub("", text)
-
-
-def _error_from_notebook(nb: Any, exc: BaseException) -> dict[str, Any]:
-    """Locate the failing cell of an executed notebook. ``cell`` is the 1-based index of
-    the cell in the source notebook (papermill's injected parameters cell not counted)."""
-    failing = None
-    index = None
-    for i, cell in enumerate(nb.cells):
-        pm = cell.get("metadata", {}).get("papermill", {})
-        errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-        if errors or pm.get("status") == "failed" or pm.get("exception"):
-            failing, index = cell, i
-            break
-    if failing is None:  # timeout / dead kernel: the last cell that started
-        for i, cell in enumerate(nb.cells):
-            if cell.get("metadata", {}).get("papermill", {}).get("start_time"):
-                failing, index = cell, i
-    ename = type(exc).__name__
-    evalue = _clean(str(exc)).strip()
-    traceback: list[str] = []
-    if failing is not None:
-        for out in failing.get("outputs", []):
-            if out.get("output_type") == "error":
-                ename, evalue = out.get("ename", ename), out.get("evalue", evalue)
-                traceback = [_clean(t) for t in out.get("traceback", [])]
-                break
-    if ename == "PapermillExecutionError" and hasattr(exc, "ename"):
-        ename, evalue = exc.ename, exc.evalue  # type: ignore[attr-defined]
-    if isinstance(exc, TimeoutError):  # nbclient's CellTimeoutError (the kernel was interrupted)
-        ename, evalue = "CellTimeoutError", _clean(str(exc)).strip()
-    error: dict[str, Any] = {
-        "cell": None,
-        "execution_count": None,
-        "source": None,
-        "ename": ename,
-        "evalue": evalue.splitlines()[0][:500] if evalue else "",
-        "traceback": "\n".join(traceback)[-4000:],
-    }
-    if failing is not None and index is not None:
-        added = {"injected-parameters", "papermill-error-cell-tag"}
-        injected = sum(
-            bool(added & set(c.get("metadata", {}).get("tags", []))) for c in nb.cells[:index]
-        )
-        error["cell"] = index + 1 - injected
-        error["execution_count"] = failing.get("execution_count")
-        error["source"] = failing.get("source", "")[:2000]
-    return error
-
-
-def execute_notebook(
-    source: Path,
-    run_dir: Path,
-    parameters: Mapping[str, Any],
-    *,
-    profile: str,
-    cell_timeout: float | None,
-    kernel: str = "python3",
-    progress_bar: bool = False,
-) -> tuple[str, dict[str, Any] | None]:
-    """Execute ``source`` into ``run_dir/<stem>.ipynb``; return ``(status, error)``.
-
-    ``status`` is ``"ok"`` or ``"failed"``; ``error`` describes the failing cell
-    (``cell``, ``execution_count``, ``source``, ``ename``, ``evalue``, ``traceback``).
-    """
-    import nbformat
-    import papermill
-
-    stem = source.stem
-    output = run_dir / f"{stem}.ipynb"
-    results_dir = run_dir / "results"
-    results_dir.mkdir(exist_ok=True)
-    results_file = results_dir / f"{stem}.jsonl"
-    if results_file.exists():
-        results_file.unlink()
-    env = {
-        RESULTS_ENV: str(results_file.resolve()),
-        CHAPTER_ENV: stem,
-        PROFILE_ENV: profile,
-        "PYTHONHASHSEED": "0",
-        # deterministic cuBLAS (torch.use_deterministic_algorithms asks for it on GPUs)
-        "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"),
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    status, error = "ok", None
-    try:
-        papermill.execute_notebook(
-            str(source),
-            str(output),
-            parameters=dict(parameters),
-            kernel_name=kernel,
-            language="python",
-            progress_bar=progress_bar,
-            log_output=False,
-            cwd=str(source.parent.resolve()),
-            execution_timeout=int(math.ceil(cell_timeout)) if cell_timeout else None,
-        )
-    except Exception as exc:  # noqa: BLE001 - every failure is reported per notebook
-        status = "failed"
-        try:
-            nb = nbformat.read(str(output), as_version=4)
-        except Exception:  # noqa: BLE001 - nothing was written
-            nb = nbformat.v4.new_notebook()
-        error = _error_from_notebook(nb, exc)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return status, error
-
-
-def collect_notebook_results(run_dir: Path, stem: str) -> list[Result]:
-    """Results of one chapter: its JSON-lines file, else the metadata of its outputs."""
-    results = load_results_jsonl(run_dir / "results" / f"{stem}.jsonl", chapter=stem)
-    executed = run_dir / f"{stem}.ipynb"
-    if not results and executed.exists():
-        try:
-            results = results_from_notebook(executed, chapter=stem)
-        except Exception:  # noqa: BLE001 - an unreadable notebook has no results
-            results = []
-    return results
-
-
-def annotate_notebook(path: Path, run: NotebookRun, results: Sequence[Mapping[str, Any]]) -> None:
-    """Store status, parameters and results under the executed notebook's metadata
-    key ``"mvbook"``."""
-    import nbformat
-
-    if not path.exists():
-        return
-    nb = nbformat.read(str(path), as_version=4)
-    nb.metadata["mvbook"] = {
-        "status": run.status,
-        "parameters": run.parameters,
-        "wall_s": run.wall_s,
-        "error": run.error,
-        "results": [dict(r) for r in results],
-    }
-    nbformat.write(nb, str(path))
-
-
-# --------------------------------------------------------------------------------------------
-# HTML export
-
-_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-_TQDM_TEXT = re.compile(
-    r"\d+%\|.*\|\s*\d+/|\d+(?:\.\d+)?(?:it|s)/(?:s|it)\b|FloatProgress|IntProgress"
-)
-_TEMPLATE_NAME = "mvbook_offline.html.j2"
-# The lab template, minus the require.js <script> from a CDN (nothing in the book needs it:
-# plotly.js is embedded by setup_notebook and does not use AMD).
-_TEMPLATE = """{%- extends 'index.html.j2' -%}
-{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
-"""
-
-
-def export_html(executed: Path, destination: Path) -> None:
-    """Export an executed notebook to standalone HTML (nbconvert ``lab`` template).
-
-    Widgets need a live kernel: tqdm progress bars are left out (their saved text shows only
-    the first update) and other widgets become a one-line note, so no widget manager is
-    fetched from a CDN; require.js is not loaded either. plotly figures render
-    offline because the notebook itself embeds plotly.js.
-    """
-    import jinja2
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(str(executed), as_version=4)
-    nb.metadata.pop("widgets", None)
-    for cell in nb.cells:
-        if "outputs" not in cell:
-            continue
-        kept = []
-        for out in cell.outputs:
-            data = out.get("data")
-            if data and _WIDGET_MIME in data:
-                text = data.get("text/plain", "")
-                if isinstance(text, list):
-                    text = "".join(text)
-                if _TQDM_TEXT.search(text):
-                    continue  # a progress bar: its text only shows the first update
-                out["data"] = {
-                    "text/plain": "[interactive widget: open the notebook in Jupyter to use it]"
-                }
-            kept.append(out)
-        cell.outputs = kept
-    exporter = HTMLExporter(
-        template_name="lab",
-        extra_loaders=[jinja2.DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
-        template_file=_TEMPLATE_NAME,
-    )
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": executed.stem}})
-    tmp = destination.with_name(destination.name + ".tmp")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(destination)
-
-
-# --------------------------------------------------------------------------------------------
-# Summary, index, environment
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
-        json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8"
-    )
-    tmp.replace(path)
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _fmt_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    return f"{seconds / 60:.1f} min"
-
-
-def summary_markdown(
-    env: Mapping[str, Any], runs: Sequence[NotebookRun], results: Sequence[Mapping[str, Any]]
-) -> str:
-    """The Markdown summary: results table, then chapter status and wall time."""
-    git = env.get("git") or {}
-    commit = (git.get("commit") or "unknown")[:12] + (" (dirty)" if git.get("dirty") else "")
-    lines = [
-        f"# mvbook report: profile {env.get('profile')}",
-        "",
-        f"Run {env.get('run')} at {env.get('started_utc')}, commit {commit}, "
-        f"device {', '.join(env.get('gpus') or []) or 'CPU: ' + str(env.get('cpu'))}.",
-        "Ours: measured in this run (data and split as listed). "
-        "Paper: the number the paper reports on its own data.",
-        "",
-        "## Results",
-        "",
-        format_markdown_table(results, TABLE_COLUMNS) if results else "No results recorded.\n",
-        "## Chapters",
-        "",
-        "| chapter | status | wall time | results | error |",
-        "|---|---|---:|---:|---|",
-    ]
-    for run in runs:
-        err = run.describe_error().replace("|", "\\|").replace("\n", " ")
-        lines.append(
-            f"| {run.name} | {run.status} | {_fmt_seconds(run.wall_s)} | {run.results} | {err} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; }
-th { background: #f3f3f3; }
-.ok { color: #17702a; } .failed { color: #b00020; font-weight: bold; }
-.pending, .running { color: #8a6d00; }
-pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; }
-"""
-
-
-def _page(title: str, body: str) -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
-        f"<body>{body}</body></html>\n"
-    )
-
-
-def summary_html_table(runs: Sequence[NotebookRun], results: Sequence[Mapping[str, Any]]) -> str:
-    links = {r.name: r.html for r in runs if r.html}
-    return (
-        format_html_table(results, TABLE_COLUMNS, links=links)
-        if results
-        else ("<p>No results recorded.</p>")
-    )
-
-
-def index_html(
-    env: Mapping[str, Any], runs: Sequence[NotebookRun], results: Sequence[Mapping[str, Any]]
-) -> str:
-    """``index.html``: chapters (links, status, time, errors), results table, environment."""
-    rows = []
-    for run in runs:
-        name = html.escape(run.name)
-        link = f'<a href="{html.escape(run.html)}">{name}</a>' if run.html else name
-        nb_link = f' (<a href="{html.escape(run.executed)}">ipynb</a>)' if run.executed else ""
-        err = html.escape(run.describe_error())
-        rows.append(
-            f'<tr><td>{link}{nb_link}</td><td class="{html.escape(run.status)}">'
-            f'{html.escape(run.status)}</td><td style="text-align:right">'
-            f'{_fmt_seconds(run.wall_s)}</td><td style="text-align:right">{run.results}</td>'
-            f"<td>{err}</td></tr>"
-        )
-    git = env.get("git") or {}
-    env_rows = [
-        ("profile", env.get("profile")),
-        ("started (UTC)", env.get("started_utc")),
-        ("finished (UTC)", env.get("finished_utc")),
-        ("commit", f"{git.get('commit')}{' (dirty)' if git.get('dirty') else ''}"),
-        ("python", env.get("python")),
-        ("torch", (env.get("packages") or {}).get("torch")),
-        ("CPU", f"{env.get('cpu')} ({env.get('cpu_count')} cores)"),
-        ("GPU", ", ".join(env.get("gpus") or []) or "none"),
-        ("seeds", ", ".join(str(s) for s in env.get("seeds") or [])),
-    ]
-    env_table = "".join(
-        f'<tr><th style="text-align:left">{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>'
-        for k, v in env_rows
-    )
-    body = (
-        f"<h1>mvbook report: profile {html.escape(str(env.get('profile')))}</h1>"
-        "<h2>Chapters</h2><table><thead><tr><th>chapter</th><th>status</th><th>wall time</th>"
-        f"<th>results</th><th>error</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        "<h2>Results</h2><p>Ours: measured in this run (data and split as listed). "
-        "Paper: the number the paper reports on its own data.</p>"
-        f"{summary_html_table(runs, results)}"
-        f"<h2>Environment</h2><table>{env_table}</table>"
-        f'<p>Details: <a href="{ENVIRONMENT_FILE}">{ENVIRONMENT_FILE}</a>, '
-        f'<a href="{RESULTS_FILE}">{RESULTS_FILE}</a>, <a href="summary.md">summary.md</a>.</p>'
-    )
-    return _page(f"mvbook report {env.get('run')}", body)
-
-
-# --------------------------------------------------------------------------------------------
 # The run
 
 
@@ -780,8 +341,8 @@ def _finish(run_dir: Path, env: dict[str, Any], runs: Sequence[NotebookRun]) -> 
             results.extend(found)
     env["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     doc = _env_document(env, runs)
-    _write_json(run_dir / ENVIRONMENT_FILE, doc)
-    _write_json(
+    write_json(run_dir / ENVIRONMENT_FILE, doc)
+    write_json(
         run_dir / RESULTS_FILE,
         {
             "run": env.get("run"),
@@ -789,11 +350,7 @@ def _finish(run_dir: Path, env: dict[str, Any], runs: Sequence[NotebookRun]) -> 
             "results": [r.to_json() for r in results],
         },
     )
-    (run_dir / "summary.md").write_text(summary_markdown(doc, runs, results), encoding="utf-8")
-    (run_dir / "summary.html").write_text(
-        _page("mvbook results", summary_html_table(runs, results)), encoding="utf-8"
-    )
-    (run_dir / "index.html").write_text(index_html(doc, runs, results), encoding="utf-8")
+    write_pages(run_dir, doc, runs, results)
     return results
 
 
@@ -829,17 +386,17 @@ def execute_runs(
                 "traceback": "",
             }
             _log(stream, f"{label}: FAILED: {source} does not exist")
-            _write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
+            write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
             continue
         _log(
             stream,
             f"{label}: running (profile {opts.profile}, "
-            f"timeout {_fmt_seconds(env.get('cell_timeout')) or 'none'} per cell)",
+            f"timeout {format_seconds(env.get('cell_timeout')) or 'none'} per cell)",
         )
         run.status = "running"
         run.error = None
         run.started_utc = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        _write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
+        write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
         start = time.perf_counter()
         run.status, run.error = execute_notebook(
             source,
@@ -870,11 +427,12 @@ def execute_runs(
         if run.status == "ok":
             _log(
                 stream,
-                f"{label}: ok in {_fmt_seconds(run.wall_s)} ({_plural(run.results, 'result')})",
+                f"{label}: ok in {format_seconds(run.wall_s)} ({_plural(run.results, 'result')})",
             )
         else:
             _log(
-                stream, f"{label}: FAILED after {_fmt_seconds(run.wall_s)}: {run.describe_error()}"
+                stream,
+                f"{label}: FAILED after {format_seconds(run.wall_s)}: {run.describe_error()}",
             )
             src = (run.error or {}).get("source") or ""
             for line in src.strip().splitlines()[:8]:
@@ -883,7 +441,7 @@ def execute_runs(
             tail = [t for t in tb.strip().splitlines() if t.strip()][-6:]
             for line in tail:
                 _log(stream, f"    {line}")
-        _write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
+        write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
     results = _finish(run_dir, env, runs)
     failed = [r for r in runs if r.status != "ok"]
     _log(
@@ -942,7 +500,7 @@ def run_report(opts: ReportOptions, stream: TextIO | None = None) -> tuple[Path,
     run_dir = claim_out_dir(opts.out) if opts.out else new_run_dir(opts.reports_dir, opts.profile)
     _log(stream, f"mvbook report: profile {opts.profile}, {len(runs)} notebooks -> {run_dir}")
     env = _base_env(opts, run_dir, opts.notebooks_dir, config, cell_timeout)
-    _write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
+    write_json(run_dir / ENVIRONMENT_FILE, _env_document(env, runs))
     failed = execute_runs(run_dir, env, runs, opts.notebooks_dir, opts, stream)
     return run_dir, failed
 
@@ -1079,7 +637,7 @@ def verify_report(
     )
     new_env.pop("resumed_utc", None)
     new_env.update(capture_environment(notebooks_dir.resolve()))
-    _write_json(out / ENVIRONMENT_FILE, _env_document(new_env, fresh))
+    write_json(out / ENVIRONMENT_FILE, _env_document(new_env, fresh))
     failed = execute_runs(out, new_env, fresh, notebooks_dir, opts, stream)
     actual = read_json(out / RESULTS_FILE).get("results", [])
     diffs = compare_results(expected, actual, rtol=rtol, atol=atol)

@@ -19,12 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mvbook.data.format import (
-    DatasetFormatError,
-    DatasetWriter,
-    complete_annotations,
-    resize_intrinsics,
-)
+from mvbook.data.format import DatasetFormatError, DatasetWriter
+from mvbook.data.projection import complete_annotations, resize_intrinsics
 
 
 class MissingRawDataError(FileNotFoundError):

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from mvbook.data.format import complete_annotations
+from mvbook.data.projection import complete_annotations
 
 
 def look_at_rig(

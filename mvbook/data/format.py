@@ -25,6 +25,13 @@ place. An existing folder is never overwritten unless ``overwrite=True``.
 Conventions (DESIGN.md): millimetres, world z up; ``x_cam = R @ X + t``; pixel ``(u, v)`` with
 ``(0, 0)`` the centre of the top-left pixel; image sizes are ``(width, height)``; distortion
 coefficients are ``(k1, k2, p1, p2, k3)`` of the OpenCV model.
+
+This module holds the spec (:data:`SAMPLE_KEYS`), the writer (:class:`DatasetWriter`,
+:func:`write_dataset`) and the reader (:func:`read_manifest`, :class:`MultiviewDataset`,
+:func:`collate_samples`). The numpy camera helpers that derive 2D annotations from 3D joints
+(:func:`complete_annotations`, :func:`project_points_np`, ...) are in
+:mod:`mvbook.data.projection`, and :func:`verify_dataset` in :mod:`mvbook.data.verify`; both
+stay importable from here.
 """
 
 from __future__ import annotations
@@ -35,12 +42,19 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mvbook.data.projection import (  # noqa: F401 - also importable from here
+    bbox_from_joints2d,
+    complete_annotations,
+    project_points_np,
+    resize_intrinsics,
+)
 
 FORMAT_NAME = "mvbook-multiview"
 FORMAT_VERSION = 1
@@ -81,8 +95,11 @@ SAMPLE_KEYS: dict[str, KeySpec] = {
         ("C", "P", "J", 2), "float32", "px", "joints3d projected into each (distorted) image"
     ),
     "visibility": KeySpec(
-        ("C", "P", "J"), "bool", "", "joint valid, in front of the camera and inside the image; where the source "
-        "knows occlusion (the studio), also not hidden by a body"
+        ("C", "P", "J"),
+        "bool",
+        "",
+        "joint valid, in front of the camera and inside the image; where the source "
+        "knows occlusion (the studio), also not hidden by a body",
     ),
     "bbox": KeySpec(("C", "P", 4), "float32", "px", "person box (x0, y0, x1, y1) per view"),
     # optional
@@ -126,7 +143,7 @@ class DatasetFormatError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# small numpy helpers used by writers, converters and the verifier
+# small helpers used by the writer, the reader and the verifier
 # --------------------------------------------------------------------------------------------
 
 
@@ -135,138 +152,6 @@ def resolve_shape(key: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
     if key not in SAMPLE_KEYS:
         raise KeyError(f"unknown sample key {key!r}; known: {sorted(SAMPLE_KEYS)}")
     return tuple(sizes[d] if isinstance(d, str) else int(d) for d in SAMPLE_KEYS[key].shape)
-
-
-def project_points_np(
-    X: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray, dist: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Project world points with the OpenCV model (numpy, float64).
-
-    Args:
-        X: ``(..., N, 3)`` world points, mm.
-        K, R: ``(..., 3, 3)``; t: ``(..., 3)`` mm; dist: ``(..., 5)`` (k1, k2, p1, p2, k3) or None.
-            Leading dims broadcast against those of ``X``.
-
-    Returns:
-        ``(uv (..., N, 2) px, depth (..., N) mm)``; points with depth <= 0 get NaN ``uv``.
-    """
-    X = np.asarray(X, dtype=np.float64)
-    K = np.asarray(K, dtype=np.float64)
-    R = np.asarray(R, dtype=np.float64)
-    t = np.asarray(t, dtype=np.float64)
-    Xc = np.einsum("...ij,...nj->...ni", R, X) + t[..., None, :]
-    z = Xc[..., 2]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = Xc[..., 0] / z
-        y = Xc[..., 1] / z
-    if dist is not None:
-        d = np.asarray(dist, dtype=np.float64)
-        k1, k2, p1, p2, k3 = (d[..., i : i + 1] for i in range(5))
-        r2 = x * x + y * y
-        radial = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 * r2 * r2
-        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
-        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
-        x, y = xd, yd
-    u = K[..., 0, 0, None] * x + K[..., 0, 1, None] * y + K[..., 0, 2, None]
-    v = K[..., 1, 1, None] * y + K[..., 1, 2, None]
-    uv = np.stack([u, v], axis=-1)
-    uv[~(z > 0)] = np.nan
-    return uv, z
-
-
-def resize_intrinsics(
-    K: np.ndarray, old_size: Sequence[int], new_size: Sequence[int]
-) -> np.ndarray:
-    """``K`` of an image resized from ``old_size`` to ``new_size`` (both ``(W, H)``).
-
-    With pixel centres at integer coordinates, a scale ``s`` maps ``u -> (u + 0.5) s - 0.5``.
-    """
-    K = np.array(K, dtype=np.float64, copy=True)
-    sx = new_size[0] / old_size[0]
-    sy = new_size[1] / old_size[1]
-    K[..., 0, :] *= sx
-    K[..., 1, :] *= sy
-    K[..., 0, 2] += 0.5 * sx - 0.5
-    K[..., 1, 2] += 0.5 * sy - 0.5
-    return K
-
-
-def bbox_from_joints2d(
-    joints2d: np.ndarray,
-    mask: np.ndarray,
-    image_size: Sequence[int] | None = None,
-    margin: float = 0.15,
-) -> np.ndarray:
-    """Boxes ``(..., 4)`` (x0, y0, x1, y1) px around the masked joints, enlarged by ``margin``.
-
-    Args:
-        joints2d: ``(..., J, 2)`` px. mask: ``(..., J)`` bool (joints to use).
-        image_size: ``(W, H)`` to clip to, or None. Boxes with no masked joint are zeros.
-    """
-    j = np.asarray(joints2d, dtype=np.float64)
-    m = np.asarray(mask, dtype=bool) & np.isfinite(j).all(-1)
-    big = np.where(m[..., None], j, np.inf)
-    small = np.where(m[..., None], j, -np.inf)
-    lo = big.min(-2)
-    hi = small.max(-2)
-    any_ = m.any(-1)
-    size = np.where(any_[..., None], hi - lo, 0.0)
-    lo = lo - margin * size
-    hi = hi + margin * size
-    box = np.concatenate([lo, hi], -1)
-    if image_size is not None:
-        W, H = image_size
-        box[..., 0::2] = box[..., 0::2].clip(-0.5, W - 0.5)
-        box[..., 1::2] = box[..., 1::2].clip(-0.5, H - 0.5)
-    box[~any_] = 0.0
-    return box.astype(np.float32)
-
-
-def complete_annotations(
-    joints3d: np.ndarray,
-    person_valid: np.ndarray,
-    K: np.ndarray,
-    R: np.ndarray,
-    t: np.ndarray,
-    dist: np.ndarray,
-    image_size: Sequence[int],
-    joints3d_valid: np.ndarray | None = None,
-    margin: float = 0.15,
-) -> dict[str, np.ndarray]:
-    """Derive ``joints2d``, ``visibility`` and ``bbox`` of one sample from its 3D joints.
-
-    Args:
-        joints3d: ``(P, J, 3)`` mm; person_valid: ``(P,)``; K, R: ``(C, 3, 3)``; t: ``(C, 3)``;
-            dist: ``(C, 5)``; image_size ``(W, H)``; joints3d_valid ``(P, J)`` or None (all valid).
-
-    Returns:
-        dict with ``joints2d (C, P, J, 2)`` float32 (zeros for padded persons and joints behind
-        a camera), ``visibility (C, P, J)`` (valid, in front, inside the image) and
-        ``bbox (C, P, 4)``.
-    """
-    joints3d = np.asarray(joints3d, dtype=np.float64)
-    pv = np.asarray(person_valid, dtype=bool)
-    P, J, _ = joints3d.shape
-    jv = np.ones((P, J), bool) if joints3d_valid is None else np.asarray(joints3d_valid, bool)
-    jv = jv & pv[:, None]
-    X = joints3d.reshape(1, P * J, 3)
-    uv, z = project_points_np(X, K, R, t, dist)  # (C, P*J, 2)
-    C = uv.shape[0]
-    uv = uv.reshape(C, P, J, 2)
-    z = z.reshape(C, P, J)
-    W, H = image_size
-    inside = (
-        (z > 0)
-        & (uv[..., 0] >= -0.5)
-        & (uv[..., 0] <= W - 0.5)
-        & (uv[..., 1] >= -0.5)
-        & (uv[..., 1] <= H - 0.5)
-    )
-    vis = inside & jv[None]
-    keep = (z > 0) & pv[None, :, None]
-    joints2d = np.where(keep[..., None], np.nan_to_num(uv), 0.0).astype(np.float32)
-    bbox = bbox_from_joints2d(uv, vis, image_size, margin)
-    return {"joints2d": joints2d, "visibility": vis, "bbox": bbox}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -877,176 +762,6 @@ def sample_cameras(sample: Mapping[str, Any]):
     )
 
 
-# --------------------------------------------------------------------------------------------
-# verification
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class VerifyReport:
-    """Result of :func:`verify_dataset`: ``ok`` and human-readable ``problems``/``info``."""
-
-    root: Path
-    ok: bool = True
-    problems: list[str] = field(default_factory=list)
-    info: list[str] = field(default_factory=list)
-    reprojection_max_px: float = float("nan")
-    reprojection_mean_px: float = float("nan")
-
-    def fail(self, msg: str) -> None:
-        self.ok = False
-        self.problems.append(msg)
-
-    def __str__(self) -> str:
-        lines = [f"{self.root}: {'OK' if self.ok else 'PROBLEMS FOUND'}"]
-        lines += [f"  - {p}" for p in self.problems]
-        lines += [f"  {i}" for i in self.info]
-        return "\n".join(lines)
-
-
-def verify_dataset(
-    root: str | os.PathLike,
-    *,
-    checksums: bool = True,
-    reprojection: bool = True,
-    tolerance_px: float = 1.0,
-    max_samples: int | None = None,
-    chunk: int = 512,
-    raise_on_error: bool = False,
-) -> VerifyReport:
-    """Check a dataset folder: completeness, checksums and reprojection consistency.
-
-    - every array listed in the manifest exists with the recorded shape and dtype, every
-      required key is present, sizes agree with ``num_samples/views/persons/joints`` and
-      ``image_size``, string ids are inside their vocabularies;
-    - ``sha256`` of every file equals the manifest's (``checksums=True``);
-    - joints3d projected with the stored cameras (``K, R, t, dist``) equal ``joints2d`` within
-      ``tolerance_px`` for valid persons and joints in front of the camera; cameras are finite
-      with orthonormal ``R``; boxes have ``x0 <= x1, y0 <= y1``.
-
-    Args:
-        max_samples: check reprojection on at most this many samples (evenly spaced).
-        raise_on_error: raise ``DatasetFormatError`` with the report instead of returning it.
-    """
-    root = Path(root).expanduser()
-    rep = VerifyReport(root)
-    try:
-        m = read_manifest(root)
-    except DatasetFormatError as err:
-        rep.fail(str(err))
-        if raise_on_error:
-            raise
-        return rep
-    N, C, P, J = m["num_samples"], m["num_views"], m["num_persons"], m["num_joints"]
-    W, H = m["image_size"]
-    sizes = {"C": C, "P": P, "J": J, "H": H, "W": W}
-    arrays = m.get("arrays", {})
-    for key in REQUIRED_KEYS + ("frame", "subject", "action", "sequence"):
-        if key not in arrays:
-            rep.fail(f"manifest lists no array for required key {key!r}")
-    present: dict[str, np.ndarray] = {}
-    for key, entry in arrays.items():
-        path = root / entry["file"]
-        if not path.exists():
-            rep.fail(f"missing file {path} ({key}); reconvert the dataset")
-            continue
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as err:
-            rep.fail(f"cannot read {path}: {err}")
-            continue
-        if list(arr.shape) != list(entry["shape"]) or str(arr.dtype) != entry["dtype"]:
-            rep.fail(
-                f"{path}: shape/dtype {arr.shape} {arr.dtype} != manifest {entry['shape']} {entry['dtype']}"
-            )
-            continue
-        if key in SAMPLE_KEYS:
-            expect = resolve_shape(key, sizes)
-            if entry["per_sample"]:
-                expect = (N, *expect)
-            if tuple(arr.shape) != expect or str(arr.dtype) != SAMPLE_KEYS[key].dtype:
-                rep.fail(
-                    f"{key}: shape {arr.shape} {arr.dtype}, expected {expect} {SAMPLE_KEYS[key].dtype}"
-                )
-                continue
-        elif entry["per_sample"] and arr.shape[:1] != (N,):
-            rep.fail(f"{key}: leading dim {arr.shape[:1]} != num_samples {N}")
-            continue
-        if checksums:
-            digest = sha256_file(path)
-            if digest != entry.get("sha256"):
-                rep.fail(f"checksum mismatch for {path} (file changed or corrupted); reconvert")
-        present[key] = arr
-    for key in STRING_META:
-        if key in present:
-            ids = np.asarray(present[key])
-            n = len(m["vocab"].get(key, []))
-            if ids.size and (ids.min() < 0 or ids.max() >= n):
-                rep.fail(f"{key} ids outside the vocabulary of {n} strings")
-    if "image_size" in present:
-        sz = np.asarray(present["image_size"])
-        if not (sz == np.array([W, H])).all():
-            rep.fail(f"image_size values differ from manifest image_size {[W, H]}")
-    need = ("K", "R", "t", "dist", "joints3d", "joints2d", "person_valid", "bbox")
-    if reprojection and all(k in present for k in need):
-        sel = np.arange(N)
-        if max_samples is not None and max_samples < N:
-            sel = np.unique(np.linspace(0, N - 1, max_samples).round().astype(int))
-        worst, total, count = 0.0, 0.0, 0
-        bad_cam = bad_box = 0
-        for s in range(0, len(sel), chunk):
-            idx = sel[s : s + chunk]
-            K = np.asarray(present["K"][idx], np.float64)
-            R = np.asarray(present["R"][idx], np.float64)
-            t = np.asarray(present["t"][idx], np.float64)
-            d = np.asarray(present["dist"][idx], np.float64)
-            X = np.asarray(present["joints3d"][idx], np.float64)  # (n,P,J,3)
-            j2 = np.asarray(present["joints2d"][idx], np.float64)  # (n,C,P,J,2)
-            pv = np.asarray(present["person_valid"][idx])
-            cams_ok = (
-                np.isfinite(K).all((-1, -2)) & np.isfinite(R).all((-1, -2)) & np.isfinite(t).all(-1)
-            )
-            RRt = np.einsum("...ij,...kj->...ik", R, R)
-            cams_ok &= np.abs(RRt - np.eye(3)).max((-1, -2)) < 1e-3
-            bad_cam += int((~cams_ok).sum())
-            n = len(idx)
-            uv, z = project_points_np(X.reshape(n, 1, P * J, 3), K, R, t, d)
-            uv = uv.reshape(n, C, P, J, 2)
-            z = z.reshape(n, C, P, J)
-            mask = pv[:, None, :, None] & (z > 0) & np.isfinite(X).all(-1)[:, None]
-            if "joints3d_valid" in present:
-                mask &= np.asarray(present["joints3d_valid"][idx])[:, None]
-            err = np.linalg.norm(uv - j2, axis=-1)
-            err = np.where(mask, err, 0.0)
-            err = np.where(np.isfinite(err), err, np.inf)
-            if mask.any():
-                worst = max(worst, float(err.max()))
-                total += float(err[mask].sum())
-                count += int(mask.sum())
-            box = np.asarray(present["bbox"][idx])
-            bad_box += int(((box[..., 2] < box[..., 0]) | (box[..., 3] < box[..., 1])).sum())
-        if bad_cam:
-            rep.fail(f"{bad_cam} camera(s) not finite or with non-orthonormal R")
-        if bad_box:
-            rep.fail(f"{bad_box} box(es) with x1 < x0 or y1 < y0")
-        if count:
-            rep.reprojection_max_px = worst
-            rep.reprojection_mean_px = total / count
-            rep.info.append(
-                f"reprojection over {count} joints of {len(sel)} samples: mean "
-                f"{rep.reprojection_mean_px:.3g} px, max {worst:.3g} px"
-            )
-            if worst > tolerance_px:
-                rep.fail(
-                    f"projected joints3d differ from joints2d by up to {worst:.3g} px "
-                    f"(> {tolerance_px} px): cameras or joints inconsistent"
-                )
-        else:
-            rep.info.append("no valid joints to check reprojection on")
-    rep.info.append(
-        f"dataset {m['dataset']!r}: {N} samples, {C} views {m['camera_names']}, {P} persons, "
-        f"{J} joints ({m['skeleton']}), images {W}x{H}, subjects {m['vocab'].get('subject')}"
-    )
-    if raise_on_error and not rep.ok:
-        raise DatasetFormatError(str(rep))
-    return rep
+# verify_dataset reads datasets through this module, so it is imported last; its names stay
+# importable from here.
+from mvbook.data.verify import VerifyReport, verify_dataset  # noqa: E402, F401

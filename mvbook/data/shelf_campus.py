@@ -239,7 +239,7 @@ def _actor2d_error(
     cams: list[RawCamera], joints: np.ndarray, valid: np.ndarray, j2: np.ndarray | None
 ) -> float | None:
     """Median px distance between projected ``actor3D`` and ``actor2D`` (None without 2D)."""
-    from mvbook.data.format import project_points_np
+    from mvbook.data.projection import project_points_np
 
     if j2 is None or j2.shape[2] != len(cams):
         return None
@@ -417,7 +417,7 @@ def write_fixture(
                 Xz[[0, 5], 2] = 80.0
                 truth[a, f] = Xz
                 per3[f, 0] = (B @ Xz.T).T / 1000.0
-                from mvbook.data.format import project_points_np
+                from mvbook.data.projection import project_points_np
 
                 uv, _ = project_points_np(Xz[None], K, R, t, d)
                 for c in range(C):
