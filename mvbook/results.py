@@ -23,7 +23,9 @@ the JSON-lines file is simply not written.
 A result is a plain dict with the keys of :data:`RESULT_FIELDS`: ``chapter`` (from the
 environment variable ``MVBOOK_CHAPTER``, set by the report runner to the notebook's file
 stem, else ``None``), ``name``, ``value``, ``paper``, ``unit``, ``data``, ``split``, ``note``,
-``lower_is_better``, ``profile`` (environment variable ``MVBOOK_PROFILE``, else ``None``).
+``lower_is_better``, ``timing`` (a wall-clock measurement: reported, but not expected to
+repeat, so ``mvbook report --verify`` does not compare it), ``profile`` (environment
+variable ``MVBOOK_PROFILE``, else ``None``).
 Non-finite values are kept in memory but stored as ``null`` in JSON.
 """
 
@@ -53,6 +55,7 @@ RESULT_FIELDS = (
     "split",
     "note",
     "lower_is_better",
+    "timing",
     "profile",
 )
 TABLE_COLUMNS = ("chapter", "name", "value", "paper", "unit", "data", "split", "note")
@@ -160,6 +163,7 @@ def make_result(
     split: str | None = None,
     note: str | None = None,
     lower_is_better: bool = True,
+    timing: bool = False,
     chapter: str | None = None,
     profile: str | None = None,
 ) -> Result:
@@ -172,6 +176,8 @@ def make_result(
         raise ValueError(f"name must be a non-empty str, got {name!r}")
     if not isinstance(lower_is_better, bool):
         raise TypeError(f"lower_is_better must be a bool, got {lower_is_better!r}")
+    if not isinstance(timing, bool):
+        raise TypeError(f"timing must be a bool, got {timing!r}")
     return Result(
         chapter=_optional_str(
             chapter if chapter is not None else os.environ.get(CHAPTER_ENV), "chapter"
@@ -184,6 +190,7 @@ def make_result(
         split=_optional_str(split, "split"),
         note=_optional_str(note, "note"),
         lower_is_better=lower_is_better,
+        timing=timing,
         profile=_optional_str(
             profile if profile is not None else os.environ.get(PROFILE_ENV), "profile"
         ),
@@ -200,6 +207,7 @@ def record(
     split: str | None = None,
     note: str | None = None,
     lower_is_better: bool = True,
+    timing: bool = False,
 ) -> Result:
     """Record one measurement of a chapter; the report collects it into its summary table.
 
@@ -213,6 +221,8 @@ def record(
         split: evaluation split, e.g. ``"test"``.
         note: free text (protocol, deviations from the paper).
         lower_is_better: whether smaller values are better (MPJPE) or not (PCK, AP).
+        timing: ``True`` for wall-clock measurements (throughput, seconds): they are reported
+            but not expected to repeat, so ``mvbook report --verify`` skips their values.
 
     Returns:
         The :class:`Result` (a dict). In Jupyter the result has already been displayed as a
@@ -231,6 +241,7 @@ def record(
         split=split,
         note=note,
         lower_is_better=lower_is_better,
+        timing=timing,
     )
     with _LOCK:
         _RECORDED[:] = [r for r in _RECORDED if r.key != result.key]

@@ -337,6 +337,10 @@ def test_compare_results_tolerance():
     assert compare_results(a[:1], [dict(b[0], value=1.1)], rtol=1e-6)
     assert not compare_results(a[:1], [dict(b[0], value=1.1)], atol=0.2)
     assert not compare_results([dict(a[0], value=None)], [dict(a[0], value=None)])
+    # wall-clock results must be there, but their values are not expected to repeat
+    timed = dict(a[0], timing=True)
+    assert not compare_results([timed], [dict(timed, value=7.0)])
+    assert compare_results([timed], [])[0].startswith("missing: c | m")
 
 
 def test_help_describes_the_command(capsys):

@@ -42,6 +42,7 @@ def test_record_outside_the_runner_keeps_results_in_process():
         "split": "test",
         "note": "ours: studio",
         "lower_is_better": True,
+        "timing": False,
         "profile": None,
     }
     assert recorded() == [r]
