@@ -282,3 +282,50 @@ def test_cached_backbone_gives_the_same_predictions(crops):
             crops.tensors["images"][:1], crops.tensors["P"][:1],
             cached=lt.BackboneOutput(*(cached.tensors[k][:1] for k in lt.CACHE_KEYS)),
         )
+
+
+def test_errors_2d_finds_left_right_confusions(crops):
+    """A detector that answers every left joint with its right partner is flagged as such."""
+    data = crops.subset([0, 1])
+    J_ = data.tensors["joints2d"].shape[-2]
+    pairs = [(1, 4), (2, 5)]
+    backbone = SimpleBaseline(J_, small_config().backbone)
+    out = lt.errors_2d(backbone, data, pairs)
+    assert out["error"].shape == data.tensors["visibility"].shape
+    # central joints: the partner is the joint itself
+    torch.testing.assert_close(out["error"][..., 0], out["partner_error"][..., 0])
+    # fake heatmaps peaking at the partner's ground truth: partner errors are quantisation only
+    partner = torch.arange(J_)
+    for a, b in pairs:
+        partner[a], partner[b] = b, a
+    S = data.tensors["images"].shape[-1]
+    hs = S // 2
+    uv = lt.crop_to_heatmap(data.tensors["joints2d"][:, :, partner], hs, S)
+    heat = torch.zeros(*uv.shape[:-1], hs, hs)
+    ij = uv.round().long().clamp(0, hs - 1)
+    heat.flatten(-2).scatter_(-1, (ij[..., 1] * hs + ij[..., 0])[..., None], 1.0)
+    fake = lt.CropSet({**data.tensors, "heatmaps": heat, "features": heat, "encoding": heat},
+                      data.subjects, data.actions)
+    out = lt.errors_2d(backbone, fake, pairs)
+    inside = ((uv >= 0) & (uv <= hs - 1)).all(-1)
+    assert (out["partner_error"][inside] <= 1.5).all()
+
+
+def test_augment_views_flips_only_when_asked():
+    g = torch.Generator().manual_seed(0)
+    N, S = 64, 16
+    images = torch.rand(N, 3, S, S, generator=g)
+    uv = torch.rand(N, J, 2, generator=g) * (S - 1)
+    vis = torch.rand(N, J, generator=g) > 0.3
+    pairs = [(1, 4), (2, 5)]
+    im0, uv0, vis0 = lt.augment_views(images, uv, vis, pairs, torch.Generator().manual_seed(1), flip=False)
+    torch.testing.assert_close(uv0, uv)
+    assert torch.equal(vis0, vis)
+    assert im0.shape == images.shape and im0.isfinite().all()
+    _, uv1, _ = lt.augment_views(images, uv, vis, pairs, torch.Generator().manual_seed(1), flip=True)
+    flipped = (uv1[..., 0] - uv[..., 0]).abs().amax(-1) > 1e-6
+    assert 0 < int(flipped.sum()) < N
+    # a flipped view mirrors u and swaps the pairs
+    k = int(torch.nonzero(flipped)[0])
+    torch.testing.assert_close(uv1[k, 4, 0], S - 1 - uv[k, 1, 0])
+    torch.testing.assert_close(uv1[k, 4, 1], uv[k, 1, 1])

@@ -216,3 +216,55 @@ def test_color_jitter_keeps_shape_and_is_seeded():
     torch.manual_seed(0)
     b = W.color_jitter(x, 0.3)
     assert a.shape == (4, 3, 8, 8) and a.dtype == torch.float32 and torch.equal(a, b)
+
+
+def test_root_grad_stop_gradient_keeps_value():
+    X = human_poses(6)
+    Ks = K.expand(6, 3, 3)
+    uv, zr = W.pose_to_25d(X, Ks)
+    zr = zr.clone().requires_grad_(True)
+    a = W.reconstruct_from_25d(uv, zr, Ks)
+    b = W.reconstruct_from_25d(uv, zr, Ks, root_grad=False)
+    assert torch.allclose(a, b)
+    # with the root depth constant, the root joint depends on no other joint's depth
+    gb, = torch.autograd.grad(b[:, 0].sum(), zr)
+    assert gb[:, 1:].abs().max() == 0
+    ga, = torch.autograd.grad(a[:, 0].sum(), zr)
+    assert ga[:, 1:].abs().max() > 0
+
+
+def test_root_depth_from_skeleton_recovers_true_depth():
+    X = human_poses(16)
+    Ks = K.expand(16, 3, 3)
+    uv, zr = W.pose_to_25d(X, Ks)
+    normed, s = W.scale_normalize(X)
+    lengths = W.bone_lengths(normed)
+    # per-pose prior = the pose's own bone lengths: the exact root depth is recovered
+    z = torch.stack([W.root_depth_from_skeleton(uv[i], zr[i], Ks[i], lengths[i]) for i in range(16)])
+    assert torch.allclose(z, X[:, 0, 2] / s, rtol=1e-6)
+    with pytest.raises(ValueError, match="bone_prior"):
+        W.root_depth_from_skeleton(uv, zr, Ks, lengths[0, :3])
+
+
+@pytest.mark.parametrize("mc_2d_grad", [True, False])
+def test_weak_loss_stop_gradient_at_2d(mc_2d_grad):
+    cfg, imgs, mv = synthetic_sets(n=4)
+    cfg.mc_2d_grad = mc_2d_grad
+    cfg.w_front = 0.0  # the distance prior reads the 2D directly
+    prior = W.bone_ratio_prior(imgs.joints_cam)
+    batch = next(iter(W.WeakBatches(imgs, mv, 2, 2)))
+    n = 2 + 2 * mv.images.shape[1]
+    h = cfg.heatmap_size
+    uv = (imgs.uv[:1].expand(n, 17, 2) + 0.3 * torch.randn(n, 17, 2)).requires_grad_(True)
+    zr = (0.1 * torch.randn(n, 17)).requires_grad_(True)
+    log_prob = torch.log_softmax(torch.randn(n, 17, h * h), -1).view(n, 17, h, h)
+
+    class Stub(torch.nn.Module):
+        def forward(self, images):
+            return {"uv": uv, "zr": zr, "log_prob": log_prob}
+
+    loss, _ = W.make_loss("weak", cfg, prior)(Stub(), batch)
+    loss.backward()
+    assert zr.grad[2:].abs().sum() > 0  # the depths of the multiview frames always learn
+    # the 2D of the multiview frames learns from the consistency terms only if not stopped
+    assert (uv.grad[2:].abs().sum() > 0) == mc_2d_grad

@@ -53,6 +53,7 @@ __all__ = [
     "cache_backbone",
     "cached_outputs",
     "argmax_joints",
+    "errors_2d",
     "CACHE_KEYS",
     "crop_affine",
     "crop_images",
@@ -105,8 +106,10 @@ class LTConfig:
 
     Baselines: ``ransac_threshold`` (crop px).
 
-    ``augment``: random colour changes (channel permutation, gain) and horizontal flips (with
-    left/right joints swapped) of the backbone pretraining images.
+    ``augment``: random colour changes (channel permutation, gain) and, with ``augment_flip``,
+    horizontal flips (with left/right joints swapped) of the backbone pretraining images. A flip
+    turns a left-side marking of the body into a right-side one, so flips hide appearance cues
+    that tell left from right (the studio's bodies carry such a cue: a band on the left wrist).
 
     ``freeze_backbone``: keep the (pretrained) backbone fixed while training the heads; the
     backbone outputs can then be cached once (:func:`cache_backbone`). The paper trains end to
@@ -138,6 +141,7 @@ class LTConfig:
     ransac_threshold: float = 4.0
     freeze_backbone: bool = False
     augment: bool = True
+    augment_flip: bool = True
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -647,6 +651,7 @@ def augment_views(
     visibility: torch.Tensor,
     flip_pairs: Sequence[tuple[int, int]],
     generator: torch.Generator | None = None,
+    flip: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random colour changes and horizontal flips of single views (2D pretraining only).
 
@@ -655,23 +660,24 @@ def augment_views(
         visibility ``(N, J)``; flip_pairs: left/right joint index pairs swapped by a flip.
 
     Returns the augmented ``(images, joints2d, visibility)``; each image is flipped with
-    probability 1/2, its colour channels permuted and scaled by gains in [0.7, 1.3].
+    probability 1/2 (never with ``flip=False``), its colour channels permuted and scaled by gains
+    in [0.7, 1.3].
     """
     N, _, _, S = images.shape
     dev = images.device
     perm = torch.argsort(torch.rand(N, 3, generator=generator), dim=1).to(dev)
     gain = (0.7 + 0.6 * torch.rand(N, 3, 1, 1, generator=generator)).to(dev, images.dtype)
     images = images.gather(1, perm[:, :, None, None].expand_as(images)) * gain
-    flip = (torch.rand(N, generator=generator) < 0.5).to(dev)
-    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    flip_mask = (torch.rand(N, generator=generator) < (0.5 if flip else 0.0)).to(dev)
+    images = torch.where(flip_mask[:, None, None, None], images.flip(-1), images)
     J = joints2d.shape[-2]
     swap = torch.arange(J, device=dev)
     for a, b in flip_pairs:
         swap[a], swap[b] = b, a
     flipped = joints2d[:, swap].clone()
     flipped[..., 0] = S - 1 - flipped[..., 0]
-    joints2d = torch.where(flip[:, None, None], flipped, joints2d)
-    visibility = torch.where(flip[:, None], visibility[:, swap], visibility)
+    joints2d = torch.where(flip_mask[:, None, None], flipped, joints2d)
+    visibility = torch.where(flip_mask[:, None], visibility[:, swap], visibility)
     return images, joints2d, visibility
 
 
@@ -698,7 +704,9 @@ def heatmap_loss_fn(
         uv = batch["joints2d"].flatten(0, 1)
         vis = batch["visibility"].flatten(0, 1)
         if config.augment:
-            images, uv, vis = augment_views(images, uv, vis, flip_pairs, generator)
+            images, uv, vis = augment_views(
+                images, uv, vis, flip_pairs, generator, flip=config.augment_flip
+            )
         out = model(images)
         heat = out.heatmaps if hasattr(out, "heatmaps") else out[0]
         hs = heat.shape[-1]
@@ -775,6 +783,51 @@ def argmax_joints(backbone: SimpleBaseline, batch: dict) -> tuple[torch.Tensor, 
         heat = backbone(x.flatten(0, 1)).heatmaps.unflatten(0, (B, C))
     uv_h, score = argmax_2d(heat)
     return heatmap_to_crop(uv_h.float(), heat.shape[-1], images.shape[-1]), score
+
+
+@torch.no_grad()
+def errors_2d(
+    backbone: SimpleBaseline,
+    data: CropSet,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Per-view 2D errors of the backbone's heatmap argmax, and where the large ones land.
+
+    For every sample, view and joint: ``error`` is the distance (crop px) from the argmax joint
+    to its ground truth and ``partner_error`` the distance to the ground truth of its left/right
+    partner (``flip_pairs``; the joint itself for central joints). A large error with a small
+    partner error means the detector put the joint on the other side of the body -- a left/right
+    confusion that a single view cannot resolve when the body looks alike from both sides.
+
+    Returns:
+        dict of cpu tensors ``error``, ``partner_error`` ``(N, C, J)`` crop px and
+        ``visibility`` ``(N, C, J)`` bool.
+    """
+    from mvbook.runtime import resolve_device
+
+    dev = resolve_device(device)
+    was_training = backbone.training
+    backbone.eval().to(dev)
+    J = data.tensors["joints2d"].shape[-2]
+    partner = torch.arange(J)
+    for a, b in flip_pairs:
+        partner[a], partner[b] = b, a
+    err, perr = [], []
+    for s in range(0, len(data), batch_size):
+        batch = _to({k: v[s : s + batch_size] for k, v in data.tensors.items()}, dev)
+        uv, _ = argmax_joints(backbone, batch)
+        gt = batch["joints2d"].float()
+        err.append((uv - gt).norm(dim=-1).cpu())
+        perr.append((uv - gt[..., partner.to(dev), :]).norm(dim=-1).cpu())
+    backbone.train(was_training)
+    return {
+        "error": torch.cat(err),
+        "partner_error": torch.cat(perr),
+        "visibility": data.tensors["visibility"].bool(),
+    }
 
 
 def naive_predictor(backbone: SimpleBaseline, use_cache: bool = True) -> Predictor:

@@ -52,6 +52,7 @@ __all__ = [
     "scale_normalize",
     "pose_to_25d",
     "root_depth_from_25d",
+    "root_depth_from_skeleton",
     "reconstruct_from_25d",
     "crop_views",
     "crop_intrinsics",
@@ -106,6 +107,16 @@ class Weak25DConfig:
     - ``w_front``, ``z_min``: weight of the distance prior :func:`distance_prior_loss` and the
       smallest plausible joint depth in reference-bone units (3 bones: about 1.5 m).
     - ``color_jitter``: strength of the colour augmentation of training crops (0: none).
+    - ``root_grad``: gradients of the consistency and limb terms flow through the root depth
+      ``Z_root`` of the reconstruction (False: it is a constant in the backward pass).
+    - ``mc_2d_grad``: gradients of the consistency and limb terms reach the predicted 2D joints
+      of the multiview frames (False: those terms train the depth maps only; the 2D comes from
+      the labelled images).
+    - ``mc_root``: root depth of the poses compared by the consistency term: ``"reference"``
+      (the 2.5D reconstruction, :func:`root_depth_from_25d`), ``"reference_flat"`` (the same
+      with zero relative depths: from the 2D reference bone alone), ``"skeleton"`` /
+      ``"skeleton_flat"`` (:func:`root_depth_from_skeleton`, all bones, with / without the
+      relative depths).
     """
 
     crop_size: int = 64
@@ -126,6 +137,9 @@ class Weak25DConfig:
     w_front: float = 1.0
     z_min: float = 3.0
     color_jitter: float = 0.0
+    root_grad: bool = True
+    mc_2d_grad: bool = True
+    mc_root: str = "reference"
 
     @property
     def heatmap_size(self) -> int:
@@ -260,9 +274,50 @@ def root_depth_from_25d(uv: torch.Tensor, zr: torch.Tensor, K: torch.Tensor,
     return z_root * torch.as_tensor(bone_length, dtype=uv.dtype, device=uv.device)
 
 
+def root_depth_from_skeleton(uv: torch.Tensor, zr: torch.Tensor, K: torch.Tensor,
+                             bone_prior: torch.Tensor, skeleton: Skeleton = H36M_17,
+                             iterations: int = 3, eps: float = 1e-9) -> torch.Tensor:
+    """Root depth that gives the whole skeleton its prior size (all bones, not one).
+
+    Solves ``sum_b |X_a(Z) - X_b(Z)| = sum_b mu_b`` for ``Z`` with
+    ``X_j(Z) = (Z + zr_j) K^-1 (u_j, v_j, 1)`` and ``mu`` the mean scale-normalised bone lengths
+    (:func:`bone_ratio_prior`): Newton's method from the weak-perspective estimate
+    ``Z_0 = sum_b mu_b / sum_b |p_a - p_b|``. With noisy 2D this is far less noisy than the
+    reference-bone root of :func:`root_depth_from_25d` (the length of one short bone in the
+    image), whose inverse is also biased upwards by the noise.
+
+    Args:
+        uv: ``(..., J, 2)`` px; zr: ``(..., J)``; K: ``(..., 3, 3)``; bone_prior: ``(B,)``.
+
+    Returns:
+        ``(...)`` root depth in scale-normalised units.
+    """
+    uv = _check_last(uv, "uv", 2)
+    K = _check_K(K)
+    if zr.shape != uv.shape[:-1]:
+        raise ValueError(f"zr must have shape {tuple(uv.shape[:-1])}, got {tuple(zr.shape)}")
+    bones = torch.tensor(skeleton.bones, device=uv.device)
+    if bone_prior.shape != (len(bones),):
+        raise ValueError(f"bone_prior must have shape ({len(bones)},), got {tuple(bone_prior.shape)}")
+    p = _normalized_rays(uv, K.to(uv.dtype))
+    a, b = bones[:, 0], bones[:, 1]
+    d = p[..., a, :] - p[..., b, :]
+    e = zr[..., a, None] * p[..., a, :] - zr[..., b, None] * p[..., b, :]
+    total = bone_prior.to(uv).sum()
+    z = total / d.norm(dim=-1).sum(-1).clamp_min(eps)
+    for _ in range(iterations):
+        v = z[..., None, None] * d + e
+        n = v.norm(dim=-1).clamp_min(eps)
+        f = n.sum(-1) - total
+        slope = ((v * d).sum(-1) / n).sum(-1)
+        z = z - f / slope.clamp_min(eps)
+    return z
+
+
 def reconstruct_from_25d(uv: torch.Tensor, zr: torch.Tensor, K: torch.Tensor,
                          reference_bone: Sequence[int] = REFERENCE_BONE,
-                         bone_length: float | torch.Tensor = 1.0) -> torch.Tensor:
+                         bone_length: float | torch.Tensor = 1.0, root_grad: bool = True
+                         ) -> torch.Tensor:
     """Absolute 3D pose in camera coordinates from a 2.5D pose (differentiable, closed form).
 
     ``X_j = (Z_root + C zr_j) K^-1 (u_j, v_j, 1)`` with ``Z_root`` from
@@ -278,6 +333,8 @@ def reconstruct_from_25d(uv: torch.Tensor, zr: torch.Tensor, K: torch.Tensor,
     """
     bone = torch.as_tensor(bone_length, dtype=uv.dtype, device=uv.device)
     z_root = root_depth_from_25d(uv, zr, K, reference_bone, 1.0)
+    if not root_grad:
+        z_root = z_root.detach()
     p = _normalized_rays(uv, K.to(uv.dtype))
     return ((z_root[..., None] + zr) * bone[..., None])[..., None] * p
 
@@ -760,6 +817,11 @@ def make_loss(mode: str, config: Weak25DConfig, prior: torch.Tensor | None = Non
     """
     if mode not in ("2d", "weak", "full"):
         raise ValueError(f"mode must be '2d', 'weak' or 'full', got {mode!r}")
+    if config.mc_root not in ("reference", "reference_flat", "skeleton", "skeleton_flat"):
+        raise ValueError("config.mc_root must be 'reference', 'reference_flat', 'skeleton' or "
+                         f"'skeleton_flat', got {config.mc_root!r}")
+    if config.mc_root.startswith("skeleton") and mode == "weak" and prior is None:
+        raise ValueError(f"config.mc_root={config.mc_root!r} needs the bone-length prior")
 
     def loss_fn(model: nn.Module, batch: Mapping[str, torch.Tensor]):
         n2 = batch["images2d"].shape[0]
@@ -786,7 +848,24 @@ def make_loss(mode: str, config: Weak25DConfig, prior: torch.Tensor | None = Non
             ld = depth_loss(zr, batch["zr_mv"])
             logs.update(l2d_mv=l2.detach(), l_depth=ld.detach())
             return loss + l2 + config.w_depth * ld, logs
-        poses = reconstruct_from_25d(uv, zr, batch["K_mv"], config.reference_bone)
+        uv_mc = uv if config.mc_2d_grad else uv.detach()
+        if config.mc_root in ("skeleton", "skeleton_flat"):
+            z_root = root_depth_from_skeleton(uv_mc, zr, batch["K_mv"], prior, skeleton,
+                                              iterations=3 if config.mc_root == "skeleton" else 0)
+            if not config.root_grad:
+                z_root = z_root.detach()
+            rays = _normalized_rays(uv_mc, batch["K_mv"].to(uv_mc.dtype))
+            poses = (z_root[..., None] + zr)[..., None] * rays
+        elif config.mc_root == "reference_flat":
+            z_root = root_depth_from_25d(uv_mc, torch.zeros_like(zr), batch["K_mv"],
+                                         config.reference_bone)
+            if not config.root_grad:
+                z_root = z_root.detach()
+            rays = _normalized_rays(uv_mc, batch["K_mv"].to(uv_mc.dtype))
+            poses = (z_root[..., None] + zr)[..., None] * rays
+        else:
+            poses = reconstruct_from_25d(uv_mc, zr, batch["K_mv"], config.reference_bone,
+                                         root_grad=config.root_grad)
         lmc = multiview_consistency_loss(poses, config.mc_delta, config.root, config.align_grad)
         lb, blogs = limb_length_loss(poses, prior, skeleton, config.w_bone, config.w_sym)
         lf = distance_prior_loss(uv, zr, batch["K_mv"], config.reference_bone, config.z_min)
@@ -889,12 +968,15 @@ def main(profile: str = "quick", data: str = "studio", device: str = "auto", see
     from mvbook.studio import open_data
     from mvbook.train import distributed_info
 
-    cfg = by_profile(profile, smoke=Weak25DConfig(crop_size=32), quick=Weak25DConfig(crop_size=32),
+    common: dict[str, Any] = dict(color_jitter=0.5, root_grad=False, mc_2d_grad=False)
+    cfg = by_profile(profile, smoke=Weak25DConfig(crop_size=32, **common),
+                     quick=Weak25DConfig(crop_size=32, **common),
                      full=Weak25DConfig(crop_size=128, backbone=BackboneConfig(
                          width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
-                         deconv_channels=128)))
+                         deconv_channels=128), **common))
     frames = by_profile(profile, smoke=(4, 4, 4), quick=(None, None, None), full=(None, None, None))
-    steps_2d, steps_w = by_profile(profile, smoke=(3, 2), quick=(1500, 400), full=(40000, 20000))
+    steps_2d, steps_w = by_profile(profile, smoke=(3, 2), quick=(1500, 600), full=(40000, 20000))
+    lr_2d, lr_w = by_profile(profile, smoke=(5e-3, 3e-3), quick=(5e-3, 3e-3), full=(1e-3, 5e-4))
     if steps is not None:
         steps_2d = steps_w = steps
     batch_2d, batch_mv = by_profile(profile, smoke=(4, 1), quick=(16, 4), full=(64, 16))
@@ -918,7 +1000,7 @@ def main(profile: str = "quick", data: str = "studio", device: str = "auto", see
         n = steps_2d if mode == "2d" else steps_w
         t0 = time.perf_counter()
         fit(model, mode, images2d, multiview, n, batch_2d, batch_mv,
-            lr=5e-3 if mode == "2d" else 1e-3, prior=prior, device=device, seed=seed,
+            lr=lr_2d if mode == "2d" else lr_w, prior=prior, device=device, seed=seed,
             checkpoint_dir=ckpt, checkpoint_every=max(n // 10, 1))
         model = model.cpu()
         if mode == "2d":

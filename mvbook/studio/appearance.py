@@ -151,9 +151,13 @@ def albedo(looks: torch.Tensor, person: torch.Tensor, part: torch.Tensor, u: tor
     top = f("top") * (1 - w_top) + f("top2") * w_top
     w_bot = _pattern(f("bottom_pattern")[:, 0], f("bottom_freq")[:, 0], su, sv)[:, None]
     bottom = f("bottom") * (1 - w_bot) + f("bottom2") * w_bot
-    # an emblem on the chest (front: U near 0) and a band on the left wrist break symmetries
+    # A chest panel (front: U near 0), a darker back and a band on the left wrist break the
+    # front/back and left/right symmetries of the primitives: as a face and clothing do on a
+    # real body, they tell a detector which way the person faces, hence which arm is the left.
     front = torch.minimum(u, 1 - u)
-    emblem = (part == PART_NAMES.index("torso")) & (front < 0.07) & (v > 0.45) & (v < 0.7)
+    torso = part == PART_NAMES.index("torso")
+    emblem = torso & (front < 0.16) & (v > 0.3) & (v < 0.9)
+    back_of_torso = torso & (front > 0.36)
     band = (part == PART_NAMES.index("l_forearm")) & (v > 0.78) & (v < 0.92)
     # head: hair on top and back, face in front (U near 0 is the face), two eyes
     back = (u > 0.3) & (u < 0.7)
@@ -167,6 +171,7 @@ def albedo(looks: torch.Tensor, person: torch.Tensor, part: torch.Tensor, u: tor
     shoes = f("shoes") * (0.85 + 0.15 * (v > 0.5).float()[:, None])
     table = torch.stack([skin, top, bottom, shoes, head, forearm, shin], 1)  # (N, 7, 3)
     col = table.gather(1, g[:, None, None].expand(-1, 1, 3))[:, 0]
+    col = torch.where(back_of_torso[:, None], col * 0.7, col)
     col = torch.where(emblem[:, None], f("accent"), col)
     col = torch.where(band[:, None] & (f("long_sleeves") > 0.5), f("accent"), col)
     col = torch.where(band[:, None] & (f("long_sleeves") <= 0.5), f("accent") * 0.3, col)
