@@ -23,17 +23,18 @@ $(STAMP): pyproject.toml
 report: $(STAMP)
 	$(VENV)/bin/mvbook report --profile $(PROFILE)
 
-# The tests: library tests plus every notebook under nbval in the `smoke` profile.
+# The tests: ruff, then the library tests and every notebook under nbval in the `smoke` profile.
 # Two pytest workers with one thread each fill the 2 cores of the reference machine.
 # pytest's exit code 5 ("no tests collected") means the suite is broken: it fails loudly.
 test: $(STAMP)
+	$(VENV)/bin/ruff check mvbook tests bench data_scripts notebooks
 	MVBOOK_PROFILE=smoke OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadfile --nbval-lax \
 		--nbval-sanitize-with configs/nbval_sanitize.cfg --nbval-kernel-name python3 \
 		--nbval-cell-timeout 600 tests notebooks; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test suite is broken" >&2; exit 1; fi; exit $$rc
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mvbook tests bench data_scripts
+	$(VENV)/bin/ruff check mvbook tests bench data_scripts notebooks
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(PY) $$b || exit 1; done

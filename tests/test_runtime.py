@@ -47,9 +47,9 @@ def test_resolve_device():
 
 def test_seed_everything_repeats_random_streams():
     seed_everything(7)
-    a = (torch.rand(3), np.random.rand(3))
+    a = (torch.rand(3), np.random.rand(3))  # noqa: NPY002
     seed_everything(7)
-    b = (torch.rand(3), np.random.rand(3))
+    b = (torch.rand(3), np.random.rand(3))  # noqa: NPY002
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     g1, g2 = seed_everything(1), seed_everything(1)
     assert torch.equal(torch.rand(2, generator=g1), torch.rand(2, generator=g2))
