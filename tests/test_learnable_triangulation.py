@@ -16,13 +16,7 @@ from mvbook.train import TrainConfig, train
 
 J = 17
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops run far faster on one thread on a shared machine; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

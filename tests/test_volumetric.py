@@ -10,14 +10,7 @@ import torch
 import mvbook.volumetric as vol
 from mvbook.volumetric import aggregate, make_grid, project_grid, unproject
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops run far faster on one thread on a shared machine; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
