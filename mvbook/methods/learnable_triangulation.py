@@ -109,7 +109,8 @@ class LTConfig:
     ``augment``: random colour changes (channel permutation, gain) and, with ``augment_flip``,
     horizontal flips (with left/right joints swapped) of the backbone pretraining images. A flip
     turns a left-side marking of the body into a right-side one, so flips hide appearance cues
-    that tell left from right (the studio's bodies carry such a cue: a band on the left wrist).
+    that tell left from right (the studio's bodies carry such a cue: light left limbs), so the
+    studio chapters turn them off.
 
     ``freeze_backbone``: keep the (pretrained) backbone fixed while training the heads; the
     backbone outputs can then be cached once (:func:`cache_backbone`). The paper trains end to

@@ -57,7 +57,7 @@ class StudioConfig:
     store: tuple[str, ...] = ("masks", "iuv")
     persons: tuple[int, int] = (1, 5)
     seed: int = 0
-    version: int = 4  # bump when rendering changes (invalidates caches)
+    version: int = 5  # bump when rendering changes (invalidates caches)
 
     def __post_init__(self) -> None:
         from mvbook.studio.rigs import RIGS
