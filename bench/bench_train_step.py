@@ -13,9 +13,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mvbook.data.fixtures import look_at_rig
+from mvbook.methods import learnable_triangulation as lt
 from mvbook.methods import weak25d as W
 from mvbook.nn.backbones import BackboneConfig, SimpleBaseline
 from mvbook.train import TrainConfig, train
@@ -39,6 +42,44 @@ def case_backbone(size: int, cfg: BackboneConfig, batch: int):
         return F.mse_loss(m(x).heatmaps.float(), b["target"]), {}
 
     return model, loss_fn, data, batch
+
+
+def _crop_set(n: int, views: int, size: int) -> lt.CropSet:
+    """``n`` random frames of a 4-camera rig, cropped around a person standing at the origin."""
+    K, R, t, _ = look_at_rig(views, (256, 256), radius=4500.0, height=1500.0, dist=None)
+    P = torch.from_numpy(K @ np.concatenate([R, t[..., None]], -1)).float()
+    root = torch.tensor([0.0, 0.0, 950.0, 1.0])
+    x = P @ root
+    centre = x[:, :2] / x[:, 2:]
+    boxes = torch.cat([centre - 70.0, centre + 70.0], -1)
+    P_crop = torch.stack([lt.crop_affine(b, size) @ Pc for b, Pc in zip(boxes, P)])
+    g = torch.Generator().manual_seed(0)
+    joints = torch.randn(n, J, 3, generator=g) * 300 + root[:3]
+    uvw = torch.einsum("cij,nkj->ncki", P_crop, torch.cat([joints, torch.ones(n, J, 1)], -1))
+    tensors = {
+        "images": _images(n * views, size).view(n, views, 3, size, size),
+        "P": P_crop.expand(n, -1, -1, -1).contiguous(),
+        "joints2d": uvw[..., :2] / uvw[..., 2:],
+        "visibility": torch.ones(n, views, J, dtype=torch.bool),
+        "joints3d": joints,
+        "subject": torch.zeros(n, dtype=torch.long),
+        "action": torch.zeros(n, dtype=torch.long),
+        "index": torch.arange(n),
+    }
+    return lt.CropSet(tensors, ["S1"], ["walk"])
+
+
+def case_learnable(kind: str, cfg: lt.LTConfig, batch: int, views: int = 4):
+    """Chapter 10: the algebraic or volumetric model, on cached backbone outputs when frozen."""
+    backbone = SimpleBaseline(J, cfg.backbone)
+    data = _crop_set(4 * batch, views, cfg.crop_size)
+    if cfg.freeze_backbone:
+        data = lt.cache_backbone(backbone, data)
+    feed = [{k: v[:batch] for k, v in data.tensors.items()}]
+    if kind == "algebraic":
+        return lt.AlgebraicTriangulationNet(backbone, cfg), lt.algebraic_loss_fn(cfg), feed, batch * views
+    model = lt.VolumetricTriangulationNet(backbone, cfg)
+    return model, lt.volumetric_loss_fn(cfg, torch.Generator().manual_seed(0)), feed, batch * views
 
 
 def case_weak(mode: str, cfg: W.Weak25DConfig, batch_2d: int, batch_mv: int, views: int = 4):
@@ -87,15 +128,22 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
-    small = BackboneConfig(width=16, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
-                           deconv_channels=32)
+    small = BackboneConfig(width=16, blocks=(1, 1, 1, 1), stem_stride=2, deconv_layers=3,
+                           deconv_channels=16)  # the chapter-10 quick backbone
+    lt_quick = lt.LTConfig(crop_size=64, backbone=small, heatmap_sigma=2.0, volume_size=2000.0,
+                           volume_resolution=16, volume_channels=16, v2v_width=16, v2v_levels=2,
+                           v2v_front_kernel=3, freeze_backbone=True)
     big = BackboneConfig(width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
                          deconv_channels=128)
     quick = W.Weak25DConfig(crop_size=32)  # the chapter-11 quick profile
     crop64 = W.Weak25DConfig(crop_size=64)
     full = W.Weak25DConfig(crop_size=128, backbone=big)
     cases = [
-        ("ch10 backbone (64 px, width 16), batch 16", lambda: case_backbone(64, small, 16)),
+        ("ch10 backbone quick (64 px, width 16), batch 8", lambda: case_backbone(64, small, 8)),
+        ("ch10 algebraic quick (frozen, cached), 8 frames x 4 views",
+         lambda: case_learnable("algebraic", lt_quick, 8)),
+        ("ch10 volumetric quick (frozen, cached, 16^3), 4 frames x 4 views",
+         lambda: case_learnable("volumetric", lt_quick, 4)),
         ("ch11 2.5D 2d-only quick (32 px), 16 img", lambda: case_weak("2d", quick, 16, 4)),
         ("ch11 2.5D weak quick (32 px), 16 img + 4x4 views", lambda: case_weak("weak", quick, 16, 4)),
         ("ch11 2.5D full quick (32 px), 16 img + 4x4 views", lambda: case_weak("full", quick, 16, 4)),

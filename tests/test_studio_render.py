@@ -246,3 +246,24 @@ def test_bad_renderer_arguments_raise():
         make_rig("h36m", (0, 32))
     with pytest.raises(ValueError, match="rig"):
         make_rig("kinect")
+
+
+def test_left_limbs_are_marked_and_right_limbs_are_not():
+    # the left/right cue of the studio bodies (chapter 10): every left limb part is light, and is
+    # its right partner's colour lightened, at the same chart point, for any outfit
+    from mvbook.studio.appearance import SubjectLook, albedo
+
+    g = torch.Generator().manual_seed(0)
+    looks = torch.stack([SubjectLook.sample(g).vector() for _ in range(8)])
+    left = [i for i, n in enumerate(B.PART_NAMES) if n.startswith("l_")]
+    right = [B.PART_NAMES.index("r_" + B.PART_NAMES[i][2:]) for i in left]
+    assert len(left) == 6
+    n = 200
+    person = torch.randint(0, len(looks), (n,), generator=g)
+    u, v = torch.rand(n, generator=g), torch.rand(n, generator=g)
+    for li, ri in zip(left, right):
+        col_l = albedo(looks, person, torch.full((n,), li), u, v)
+        col_r = albedo(looks, person, torch.full((n,), ri), u, v)
+        assert (col_l > 0.65).all(), B.PART_NAMES[li]
+        assert (col_r < 0.65).any(), B.PART_NAMES[ri]
+        torch.testing.assert_close(col_l, 0.25 * col_r + 0.7)
