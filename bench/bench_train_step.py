@@ -139,7 +139,8 @@ def main() -> int:
     crop64 = W.Weak25DConfig(crop_size=64)
     full = W.Weak25DConfig(crop_size=128, backbone=big)
     cases = [
-        ("ch10 backbone quick (64 px, width 16), batch 8", lambda: case_backbone(64, small, 8)),
+        ("ch10 backbone quick (64 px, width 16), 8 frames x 4 views",
+         lambda: case_backbone(64, small, 32)),
         ("ch10 algebraic quick (frozen, cached), 8 frames x 4 views",
          lambda: case_learnable("algebraic", lt_quick, 8)),
         ("ch10 volumetric quick (frozen, cached, 16^3), 4 frames x 4 views",
