@@ -77,9 +77,11 @@ def case_learnable(kind: str, cfg: lt.LTConfig, batch: int, views: int = 4):
         data = lt.cache_backbone(backbone, data)
     feed = [{k: v[:batch] for k, v in data.tensors.items()}]
     if kind == "algebraic":
-        return lt.AlgebraicTriangulationNet(backbone, cfg), lt.algebraic_loss_fn(cfg), feed, batch * views
-    model = lt.VolumetricTriangulationNet(backbone, cfg)
-    return model, lt.volumetric_loss_fn(cfg, torch.Generator().manual_seed(0)), feed, batch * views
+        model, loss_fn = lt.AlgebraicTriangulationNet(backbone, cfg), lt.algebraic_loss_fn(cfg)
+    else:
+        model = lt.VolumetricTriangulationNet(backbone, cfg)
+        loss_fn = lt.volumetric_loss_fn(cfg, torch.Generator().manual_seed(0))
+    return model, loss_fn, feed, batch * views
 
 
 def case_weak(mode: str, cfg: W.Weak25DConfig, batch_2d: int, batch_mv: int, views: int = 4):

@@ -108,9 +108,9 @@ class LTConfig:
 
     ``augment``: random colour changes (channel permutation, gain) and, with ``augment_flip``,
     horizontal flips (with left/right joints swapped) of the backbone pretraining images. A flip
-    turns a left-side marking of the body into a right-side one, so flips hide appearance cues
-    that tell left from right (the studio's bodies carry such a cue: light left limbs), so the
-    studio chapters turn them off.
+    turns a left-side marking of the body into a right-side one: flips hide appearance cues that
+    tell left from right. The studio's bodies carry such a cue (light left limbs), and the studio
+    chapters turn flips off.
 
     ``freeze_backbone``: keep the (pretrained) backbone fixed while training the heads; the
     backbone outputs can then be cached once (:func:`cache_backbone`). The paper trains end to
