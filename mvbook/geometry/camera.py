@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ._checks import as_float_tensor, broadcast_batch, check_last_dims, common_float_dtype
+from ..validation import as_float_tensor, broadcast_batch, check_shape, common_float_dtype
 from .projection import (
     _camera_to_pixel,
     _check_points,
@@ -36,7 +36,7 @@ def _as_size(value: Any, name: str, device: torch.device) -> torch.Tensor:
     size = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
     if size.dtype == torch.bool or size.is_complex():
         raise TypeError(f"{name} must hold pixel counts (width, height), got dtype {size.dtype}")
-    check_last_dims(size, name, (2,), "(..., 2) = (width, height)")
+    check_shape(size, name, "(..., 2) = (width, height)")
     if size.is_floating_point():
         size = torch.round(size.detach())
     size = size.to(device=device, dtype=torch.int64)
@@ -81,12 +81,12 @@ class Camera:
             if value is not None and value.device != K.device:
                 raise ValueError(f"{name} is on {value.device} but K is on {K.device}")
         dtype = common_float_dtype(K, R, t, dist_t)
-        check_last_dims(K, "K", (3, 3), "(..., 3, 3)")
-        check_last_dims(R, "R", (3, 3), "(..., 3, 3)")
-        check_last_dims(t, "t", (3,), "(..., 3)")
+        check_shape(K, "K", "(..., 3, 3)")
+        check_shape(R, "R", "(..., 3, 3)")
+        check_shape(t, "t", "(..., 3)")
         shapes = {"K": tuple(K.shape[:-2]), "R": tuple(R.shape[:-2]), "t": tuple(t.shape[:-1])}
         if dist_t is not None:
-            check_last_dims(dist_t, "dist", (5,), "(..., 5) = (k1, k2, p1, p2, k3)")
+            check_shape(dist_t, "dist", "(..., 5) = (k1, k2, p1, p2, k3)")
             shapes["dist"] = tuple(dist_t.shape[:-1])
         size_t = None
         if image_size is not None:
@@ -266,9 +266,9 @@ class Camera:
         dev = eye_t.device
         target_t = as_float_tensor(target, "target", dtype=dtype, device=dev)
         up_t = as_float_tensor(up, "up", dtype=dtype, device=dev)
-        check_last_dims(eye_t, "eye", (3,), "(..., 3)")
-        check_last_dims(target_t, "target", (3,), "(..., 3)")
-        check_last_dims(up_t, "up", (3,), "(..., 3)")
+        check_shape(eye_t, "eye", "(..., 3)")
+        check_shape(target_t, "target", "(..., 3)")
+        check_shape(up_t, "up", "(..., 3)")
         vshape = broadcast_batch({"eye": tuple(eye_t.shape[:-1]), "target": tuple(target_t.shape[:-1]),
                                   "up": tuple(up_t.shape[:-1])})
         eye_t = eye_t.expand(*vshape, 3)
@@ -298,7 +298,7 @@ class Camera:
             c = (size.to(dtype) - 1) / 2
         else:
             c = as_float_tensor(principal, "principal", dtype=dtype, device=dev)
-            check_last_dims(c, "principal", (2,), "(..., 2)")
+            check_shape(c, "principal", "(..., 2)")
         batch = broadcast_batch({"eye/target/up": tuple(R.shape[:-2]), "focal": tuple(f.shape[:-1]),
                                  "principal": tuple(c.shape[:-1])})
         f = f.expand(*batch, 2)
@@ -327,7 +327,7 @@ class Camera:
             image_size: optional ``(B..., 2)`` ``(width, height)``.
         """
         P = as_float_tensor(P, "P")
-        check_last_dims(P, "P", (3, 4), "(..., 3, 4)")
+        check_shape(P, "P", "(..., 3, 4)")
         M = P[..., :3]
         det = torch.linalg.det(M)
         scale = M.abs().amax(dim=(-1, -2)).clamp_min(torch.finfo(P.dtype).tiny)
@@ -452,7 +452,7 @@ class Camera:
             Honari et al. written with pixel centres at integer coordinates.
         """
         box_t = as_float_tensor(box, "box", dtype=self.dtype, device=self.device)
-        check_last_dims(box_t, "box", (4,), "(..., 4) = (x0, y0, x1, y1)")
+        check_shape(box_t, "box", "(..., 4) = (x0, y0, x1, y1)")
         broadcast_batch({"box": tuple(box_t.shape[:-1]), "camera": tuple(self.batch_shape)})
         wh = box_t[..., 2:] - box_t[..., :2]
         if bool((wh <= 0).any()):

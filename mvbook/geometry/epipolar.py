@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ._checks import as_float_tensor, broadcast_batch, check_last_dims
+from ..validation import as_float_tensor, broadcast_batch, check_shape
 from .camera import Camera
 from .triangulation import _camera_centres_h
 
@@ -37,14 +37,13 @@ def _homogeneous(uv: torch.Tensor) -> torch.Tensor:
 def _check_uv(uv: Any, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
     uv = as_float_tensor(uv, name, dtype=None if like is None else like.dtype,
                          device=None if like is None else like.device)
-    if uv.dim() < 2 or uv.shape[-1] != 2:
-        raise ValueError(f"{name} must have shape (..., N, 2), got {tuple(uv.shape)}")
+    check_shape(uv, name, "(..., N, 2)")
     return uv
 
 
 def _check_F(F: Any, like: torch.Tensor | None = None) -> torch.Tensor:
     F = as_float_tensor(F, "F", device=None if like is None else like.device)
-    check_last_dims(F, "F", (3, 3), "(..., 3, 3)")
+    check_shape(F, "F", "(..., 3, 3)")
     return F
 
 
@@ -77,8 +76,8 @@ def fundamental_from_projections(P_a: Any, P_b: Any) -> torch.Tensor:
     """
     Pa = as_float_tensor(P_a, "P_a")
     Pb = as_float_tensor(P_b, "P_b", device=Pa.device)
-    check_last_dims(Pa, "P_a", (3, 4), "(..., 3, 4)")
-    check_last_dims(Pb, "P_b", (3, 4), "(..., 3, 4)")
+    check_shape(Pa, "P_a", "(..., 3, 4)")
+    check_shape(Pb, "P_b", "(..., 3, 4)")
     batch = broadcast_batch({"P_a": tuple(Pa.shape[:-2]), "P_b": tuple(Pb.shape[:-2])})
     dtype = torch.promote_types(Pa.dtype, Pb.dtype)
     work = dtype if dtype in (torch.float32, torch.float64) else torch.float32
@@ -154,7 +153,7 @@ def point_line_distance(uv: Any, lines: Any) -> torch.Tensor:
     """
     uv = _check_uv(uv, "uv")
     lines = as_float_tensor(lines, "lines", dtype=uv.dtype, device=uv.device)
-    check_last_dims(lines, "lines", (3,), "(..., N, 3)")
+    check_shape(lines, "lines", "(..., 3) = (a, b, c)")
     try:
         torch.broadcast_shapes(uv.shape[:-1], lines.shape[:-1])
     except RuntimeError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ._checks import as_float_tensor, broadcast_batch
+from ..validation import as_float_tensor, broadcast_batch, check_shape
 
 __all__ = ["procrustes", "procrustes_align"]
 
@@ -23,10 +23,8 @@ def _prepare(X: Any, Y: Any, weights: Any | None
     Y = as_float_tensor(Y, "Y", device=X.device)
     dtype = torch.promote_types(X.dtype, Y.dtype)
     X, Y = X.to(dtype), Y.to(dtype)
-    if X.dim() < 2 or X.shape[-1] != 3:
-        raise ValueError(f"X must have shape (..., N, 3), got {tuple(X.shape)}")
-    if Y.dim() < 2 or Y.shape[-1] != 3:
-        raise ValueError(f"Y must have shape (..., N, 3), got {tuple(Y.shape)}")
+    check_shape(X, "X", "(..., N, 3)")
+    check_shape(Y, "Y", "(..., N, 3)")
     if X.shape[-2] != Y.shape[-2]:
         raise ValueError(f"X and Y must have the same number of points N, got X {tuple(X.shape)} "
                          f"and Y {tuple(Y.shape)}")

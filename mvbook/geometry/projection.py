@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import as_float_tensor, broadcast_batch, check_last_dims
+from ..validation import as_float_tensor, broadcast_batch, check_positive, check_shape
 
 __all__ = [
     "distort_normalized",
@@ -47,14 +47,13 @@ def _check_dist(dist: torch.Tensor | None, name: str = "dist") -> torch.Tensor |
     if dist is None:
         return None
     dist = as_float_tensor(dist, name)
-    check_last_dims(dist, name, (5,), "(..., 5) = (k1, k2, p1, p2, k3)")
+    check_shape(dist, name, "(..., 5) = (k1, k2, p1, p2, k3)")
     return dist
 
 
 def _check_points(x: torch.Tensor, name: str, d: int) -> torch.Tensor:
     x = as_float_tensor(x, name)
-    if x.dim() < 2 or x.shape[-1] != d:
-        raise ValueError(f"{name} must have shape (..., N, {d}), got {tuple(x.shape)}")
+    check_shape(x, name, f"(..., N, {d})")
     return x
 
 
@@ -129,10 +128,8 @@ def undistort_normalized(
     """
     xd = _check_points(xd, "xd", 2)
     dist = _check_dist(dist)
-    if not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
-    if not isinstance(newton_steps, int) or newton_steps < 0:
-        raise ValueError(f"newton_steps must be an int >= 0, got {newton_steps!r}")
+    check_positive(iterations, "iterations", integer=True, strict=False)
+    check_positive(newton_steps, "newton_steps", integer=True, strict=False)
     if dist is None:
         return xd
     broadcast_batch({"xd": tuple(xd.shape[:-2]), "dist": tuple(dist.shape[:-1])})
@@ -165,7 +162,7 @@ def pixel_to_normalized(uv: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Pixels ``(..., N, 2)`` to normalized coordinates ``K^-1 [u, v, 1]`` (no distortion)."""
     uv = _check_points(uv, "uv", 2)
     K = as_float_tensor(K, "K", dtype=uv.dtype)
-    check_last_dims(K, "K", (3, 3), "(..., 3, 3)")
+    check_shape(K, "K", "(..., 3, 3)")
     broadcast_batch({"uv": tuple(uv.shape[:-2]), "K": tuple(K.shape[:-2])})
     K_inv = torch.linalg.inv(K)
     uvh = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1)
@@ -177,7 +174,7 @@ def normalized_to_pixel(xn: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     """Normalized coordinates ``(..., N, 2)`` to pixels ``K [x, y, 1]`` (no distortion)."""
     xn = _check_points(xn, "xn", 2)
     K = as_float_tensor(K, "K", dtype=xn.dtype)
-    check_last_dims(K, "K", (3, 3), "(..., 3, 3)")
+    check_shape(K, "K", "(..., 3, 3)")
     broadcast_batch({"xn": tuple(xn.shape[:-2]), "K": tuple(K.shape[:-2])})
     xh = torch.cat([xn, torch.ones_like(xn[..., :1])], dim=-1)
     uvw = xh @ K.transpose(-1, -2)
@@ -210,9 +207,9 @@ def project_points(
     K = as_float_tensor(K, "K", dtype=X.dtype)
     R = as_float_tensor(R, "R", dtype=X.dtype)
     t = as_float_tensor(t, "t", dtype=X.dtype)
-    check_last_dims(K, "K", (3, 3), "(..., 3, 3)")
-    check_last_dims(R, "R", (3, 3), "(..., 3, 3)")
-    check_last_dims(t, "t", (3,), "(..., 3)")
+    check_shape(K, "K", "(..., 3, 3)")
+    check_shape(R, "R", "(..., 3, 3)")
+    check_shape(t, "t", "(..., 3)")
     dist = _check_dist(dist)
     shapes = {"X": tuple(X.shape[:-2]), "K": tuple(K.shape[:-2]), "R": tuple(R.shape[:-2]),
               "t": tuple(t.shape[:-1])}
@@ -265,7 +262,7 @@ def undistort_points(
     """
     uv = _check_points(uv, "uv", 2)
     K = as_float_tensor(K, "K", dtype=uv.dtype)
-    check_last_dims(K, "K", (3, 3), "(..., 3, 3)")
+    check_shape(K, "K", "(..., 3, 3)")
     dist = _check_dist(dist)
     xd = pixel_to_normalized(uv, K)
     xn = undistort_normalized(xd, dist, iterations=iterations)

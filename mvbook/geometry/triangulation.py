@@ -44,7 +44,15 @@ from typing import Any
 
 import torch
 
-from ._checks import as_float_tensor, broadcast_batch, check_finite, common_float_dtype
+from ..validation import (
+    as_float_tensor,
+    broadcast_batch,
+    check_choice,
+    check_finite,
+    check_positive,
+    check_shape,
+    common_float_dtype,
+)
 
 __all__ = [
     "triangulate",
@@ -71,10 +79,8 @@ def _prepare(
             break
     pts = as_float_tensor(points2d, "points2d", device=device)
     Pm = as_float_tensor(P, "P", device=device)
-    if pts.dim() < 3 or pts.shape[-1] != 2:
-        raise ValueError(f"points2d must have shape (..., C, N, 2), got {tuple(pts.shape)}")
-    if Pm.dim() < 3 or Pm.shape[-2:] != (3, 4):
-        raise ValueError(f"P must have shape (..., C, 3, 4), got {tuple(Pm.shape)}")
+    check_shape(pts, "points2d", "(..., C, N, 2)")
+    check_shape(Pm, "P", "(..., C, 3, 4)")
     if Pm.device != pts.device:
         raise ValueError(f"P is on {Pm.device} but points2d is on {pts.device}")
     C = pts.shape[-3]
@@ -103,8 +109,7 @@ def _prepare(
 
 
 def _check_degenerate_option(on_degenerate: str) -> None:
-    if on_degenerate not in _DEGENERATE_CHOICES:
-        raise ValueError(f"on_degenerate must be one of {_DEGENERATE_CHOICES}, got {on_degenerate!r}")
+    check_choice(on_degenerate, "on_degenerate", _DEGENERATE_CHOICES)
 
 
 def usable_views(points2d: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -428,8 +433,7 @@ def reprojection_error(X: Any, points2d: Any, P: Any) -> torch.Tensor:
     """
     pts, Pm, _ = _prepare(points2d, P, None)
     X = as_float_tensor(X, "X", dtype=pts.dtype, device=pts.device)
-    if X.dim() < 2 or X.shape[-1] != 3:
-        raise ValueError(f"X must have shape (..., N, 3), got {tuple(X.shape)}")
+    check_shape(X, "X", "(..., N, 3)")
     uv, depth = _project_P(X, Pm)
     err = (uv - pts).norm(dim=-1)
     return torch.where(depth > 0, err, torch.full_like(err, float("nan")))
@@ -508,8 +512,7 @@ def triangulate_ransac(
     C = pts.shape[-3]
     if not isinstance(sample_size, int) or not 2 <= sample_size <= max(C, 2):
         raise ValueError(f"sample_size must be an int in [2, C={C}], got {sample_size!r}")
-    if not isinstance(max_hypotheses, int) or max_hypotheses < 1:
-        raise ValueError(f"max_hypotheses must be a positive int, got {max_hypotheses!r}")
+    check_positive(max_hypotheses, "max_hypotheses", integer=True)
     usable = usable_views(pts, w)
     if C < 2:
         X = triangulate(pts, Pm, w, normalize=normalize, on_degenerate=on_degenerate)
@@ -573,11 +576,8 @@ def refine_reprojection(
     """
     pts, Pm, w = _prepare(points2d, P, weights)
     X = as_float_tensor(X0, "X0", dtype=pts.dtype, device=pts.device)
-    if X.dim() < 2 or X.shape[-1] != 3 or X.shape[-2] != pts.shape[-2]:
-        raise ValueError(f"X0 must have shape (..., N, 3) with N = {pts.shape[-2]}, got "
-                         f"{tuple(X.shape)}")
-    if not isinstance(iterations, int) or iterations < 0:
-        raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
+    check_shape(X, "X0", "(..., N, 3)", sizes={"N": pts.shape[-2]})
+    check_positive(iterations, "iterations", integer=True, strict=False)
     if not damping >= 0:
         raise ValueError(f"damping must be >= 0, got {damping!r}")
     usable = usable_views(pts, w)
