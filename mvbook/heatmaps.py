@@ -26,6 +26,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .validation import check_positive, check_shape, check_tensor
+
 __all__ = [
     "argmax_2d",
     "argmax_3d",
@@ -40,17 +42,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # input validation
 # --------------------------------------------------------------------------------------------
-def _check_tensor(x: object, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
-
-
-def _check_float(x: torch.Tensor, name: str) -> None:
-    if not torch.is_floating_point(x):
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-
-
 def _check_image_size(image_size: object) -> tuple[int, int]:
     if isinstance(image_size, torch.Tensor):
         if image_size.numel() != 2:
@@ -78,7 +69,7 @@ def _sigma_tensor(
 ) -> torch.Tensor:
     """sigma as a tensor broadcastable to ``like`` (shape (..., J)); must be > 0."""
     if isinstance(sigma, torch.Tensor):
-        _check_float(sigma, name)
+        check_tensor(sigma, name, floating=True)
         s = sigma.to(device=like.device, dtype=like.dtype)
     elif isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
         s = torch.tensor(float(sigma), device=like.device, dtype=like.dtype)
@@ -86,8 +77,7 @@ def _sigma_tensor(
         raise TypeError(
             f"{name} must be a float or a tensor broadcastable to (..., J), got {sigma!r}"
         )
-    if not bool(torch.all(s > 0)):
-        raise ValueError(f"{name} must be > 0 (pixels or mm), got {sigma!r}")
+    check_positive(s, name)
     try:
         torch.broadcast_shapes(s.shape, like.shape)
     except RuntimeError as err:
@@ -143,10 +133,8 @@ def render_gaussian_2d(
         ``(..., J, H, W)`` heatmaps of the dtype/device of ``points``. The Gaussian is separable,
         so the cost is ``O(J (H + W))`` exponentials plus one outer product per map.
     """
-    points = _check_tensor(points, "points")
-    _check_float(points, "points")
-    if points.ndim < 2 or points.shape[-1] != 2:
-        raise ValueError(f"points must have shape (..., J, 2), got {tuple(points.shape)}")
+    points = check_tensor(points, "points", floating=True)
+    check_shape(points, "points", "(..., J, 2)")
     width, height = _check_image_size(image_size)
     s = _sigma_tensor(sigma, points[..., 0])
     finite = torch.isfinite(points).all(dim=-1)  # (..., J)
@@ -186,14 +174,10 @@ def render_gaussian_3d(
     Returns:
         ``(..., J, D, H, W)``.
     """
-    points = _check_tensor(points, "points")
-    grid = _check_tensor(grid, "grid")
-    _check_float(points, "points")
-    _check_float(grid, "grid")
-    if points.ndim < 2 or points.shape[-1] != 3:
-        raise ValueError(f"points must have shape (..., J, 3), got {tuple(points.shape)}")
-    if grid.ndim < 4 or grid.shape[-1] != 3:
-        raise ValueError(f"grid must have shape (..., D, H, W, 3), got {tuple(grid.shape)}")
+    points = check_tensor(points, "points", floating=True)
+    grid = check_tensor(grid, "grid", floating=True)
+    check_shape(points, "points", "(..., J, 3)")
+    check_shape(grid, "grid", "(..., D, H, W, 3)")
     grid = grid.to(dtype=points.dtype, device=points.device)
     s = _sigma_tensor(sigma, points[..., 0])
     finite = torch.isfinite(points).all(dim=-1)
@@ -255,10 +239,8 @@ def soft_argmax_2d(
     Returns:
         ``(..., J, 2)`` coordinates ``(u, v)`` in pixels, differentiable w.r.t. ``heatmaps``.
     """
-    heatmaps = _check_tensor(heatmaps, "heatmaps")
-    _check_float(heatmaps, "heatmaps")
-    if heatmaps.ndim < 3:
-        raise ValueError(f"heatmaps must have shape (..., J, H, W), got {tuple(heatmaps.shape)}")
+    heatmaps = check_tensor(heatmaps, "heatmaps", floating=True)
+    check_shape(heatmaps, "heatmaps", "(..., J, H, W)")
     _check_beta(beta)
     height, width = heatmaps.shape[-2:]
     if height == 0 or width == 0:
@@ -293,20 +275,11 @@ def soft_argmax_3d(
     Returns:
         ``(..., J, 3)`` in the grid's units, differentiable w.r.t. ``volumes`` and ``grid``.
     """
-    volumes = _check_tensor(volumes, "volumes")
-    grid = _check_tensor(grid, "grid")
-    _check_float(volumes, "volumes")
-    _check_float(grid, "grid")
+    volumes = check_tensor(volumes, "volumes", floating=True)
+    grid = check_tensor(grid, "grid", floating=True)
     _check_beta(beta)
-    if volumes.ndim < 4:
-        raise ValueError(f"volumes must have shape (..., J, D, H, W), got {tuple(volumes.shape)}")
-    if grid.ndim < 4 or grid.shape[-1] != 3:
-        raise ValueError(f"grid must have shape (..., D, H, W, 3), got {tuple(grid.shape)}")
-    if tuple(grid.shape[-4:-1]) != tuple(volumes.shape[-3:]):
-        raise ValueError(
-            f"grid spatial shape {tuple(grid.shape[-4:-1])} must equal the volumes' (D, H, W) "
-            f"{tuple(volumes.shape[-3:])}"
-        )
+    dims = check_shape(volumes, "volumes", "(..., J, D, H, W)")
+    check_shape(grid, "grid", "(..., D, H, W, 3) matching the volumes", sizes=dims)
     n = volumes.shape[-3] * volumes.shape[-2] * volumes.shape[-1]
     flat = volumes.reshape(*volumes.shape[:-3], n)
     prob = _spatial_distribution(flat, beta, normalize)  # (..., J, N)
@@ -325,9 +298,8 @@ def argmax_2d(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         (float32 for integer input), and ``values (..., J)`` the maxima. Ties go to the first
         pixel in row-major order. NaN maps return the position of a NaN.
     """
-    heatmaps = _check_tensor(heatmaps, "heatmaps")
-    if heatmaps.ndim < 3:
-        raise ValueError(f"heatmaps must have shape (..., J, H, W), got {tuple(heatmaps.shape)}")
+    heatmaps = check_tensor(heatmaps, "heatmaps")
+    check_shape(heatmaps, "heatmaps", "(..., J, H, W)")
     height, width = heatmaps.shape[-2:]
     if height == 0 or width == 0:
         raise ValueError(f"heatmaps must have non-empty H and W, got {tuple(heatmaps.shape)}")
@@ -348,19 +320,10 @@ def argmax_3d(volumes: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, 
     Returns:
         ``coords (..., J, 3)`` (the grid coordinate of the maximal voxel) and ``values (..., J)``.
     """
-    volumes = _check_tensor(volumes, "volumes")
-    grid = _check_tensor(grid, "grid")
-    if volumes.ndim < 4:
-        raise ValueError(f"volumes must have shape (..., J, D, H, W), got {tuple(volumes.shape)}")
-    if (
-        grid.ndim < 4
-        or grid.shape[-1] != 3
-        or tuple(grid.shape[-4:-1]) != tuple(volumes.shape[-3:])
-    ):
-        raise ValueError(
-            f"grid must have shape (..., D, H, W, 3) matching the volumes' (D, H, W) "
-            f"{tuple(volumes.shape[-3:])}, got {tuple(grid.shape)}"
-        )
+    volumes = check_tensor(volumes, "volumes")
+    grid = check_tensor(grid, "grid")
+    dims = check_shape(volumes, "volumes", "(..., J, D, H, W)")
+    check_shape(grid, "grid", "(..., D, H, W, 3) matching the volumes", sizes=dims)
     n = volumes.shape[-3] * volumes.shape[-2] * volumes.shape[-1]
     values, index = volumes.reshape(*volumes.shape[:-3], n).max(dim=-1)  # (..., J)
     g = grid.reshape(*grid.shape[:-4], n, 3)

@@ -247,7 +247,8 @@ def check_positive(
             ok = bool((value > 0).all()) if strict else bool((value >= 0).all())
         if not ok:
             shown = value.tolist() if value.numel() <= 16 else f"a tensor of shape {tuple(value.shape)}"
-            raise ValueError(f"{name} must be {expected} (every element), got {shown}")
+            each = " (every element)" if value.ndim else ""
+            raise ValueError(f"{name} must be {expected}{each}, got {shown}")
         return value
     types: tuple[type, ...] = (numbers.Integral,) if integer else (numbers.Real,)
     ok = isinstance(value, types) and not isinstance(value, bool)
