@@ -2,9 +2,10 @@
 
 Layers (dependencies point down only):
 
-- ``mvbook.report``, ``mvbook.cli``: run the book with papermill, collect results
-  (``mvbook.report_notebook``: one chapter; ``mvbook.report_pages``: summaries, index and
-  HTML; ``mvbook.environment``: git, packages and hardware of a run).
+- ``mvbook.report``, ``mvbook.cli``: run the book with papermill, collect results, export
+  HTML (``mvbook.report``: ``options``, ``runner``, ``verify``, ``chapter``, ``folder``,
+  ``pages``, ``environment``, ``cli``; its docstring says which does what).
+  ``python -m mvbook`` is the ``mvbook`` command.
 - ``mvbook.methods.<paper>``: one module per paper.
 - ``mvbook.train``, ``mvbook.nn``: the generic training loop, backbones and heads.
 - ``mvbook.studio``, ``mvbook.data``: the embedded synthetic studio and real-data readers.

@@ -1,5 +1,7 @@
 """The ``mvbook`` command line: ``mvbook report``, ``mvbook studio``, ``mvbook data``.
 
+Run as ``mvbook ...`` (the installed script) or ``python -m mvbook ...``.
+
 Each subcommand lives in the module that owns it and registers itself through an
 ``add_parser(subparsers)`` function that sets ``func`` on its parser.
 """
@@ -12,7 +14,7 @@ import sys
 
 # (module, what it adds); a module that cannot be imported is reported, not hidden.
 SUBCOMMAND_MODULES = (
-    "mvbook.report_cli",
+    "mvbook.report.cli",
     "mvbook.studio.cli",
     "mvbook.data.cli",
 )

@@ -16,13 +16,12 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mvbook import report_cli
-from mvbook.report import (
-    ReportError,
-    compare_results,
+from mvbook.report import ReportError, compare_results
+from mvbook.report import cli as report_cli
+from mvbook.report.folder import new_run_dir
+from mvbook.report.options import (
     find_notebooks,
     load_config,
-    new_run_dir,
     notebook_parameters,
     parse_overrides,
 )

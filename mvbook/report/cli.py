@@ -1,5 +1,8 @@
 """``mvbook report``: execute the book's notebooks into a report run (see :mod:`mvbook.report`).
 
+:func:`add_parser` registers the subcommand; :func:`main` turns its arguments into one
+:class:`~mvbook.report.options.ReportOptions` and starts, resumes or verifies a run.
+
 Examples::
 
     mvbook report --profile quick                 # the whole book -> reports/<UTC>-quick/
@@ -18,6 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from mvbook.report.options import ReportError, ReportOptions, default_root, parse_overrides
+from mvbook.report.runner import resume_report, run_report
+from mvbook.report.verify import verify_report
 from mvbook.runtime import PROFILES
 
 EPILOG = """\
@@ -156,17 +162,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def main(args: argparse.Namespace) -> int:
-    """Entry point of ``mvbook report`` (returns the exit status)."""
-    from mvbook.report import (
-        ReportError,
-        ReportOptions,
-        default_root,
-        parse_overrides,
-        resume_report,
-        run_report,
-        verify_report,
-    )
-
+    """Entry point of ``mvbook report``: returns the exit status (0 all ok; 1 a notebook
+    failed or results differ; 2 the run could not start, with a one-line error; 130
+    interrupted)."""
     root = default_root()
     try:
         opts = ReportOptions(

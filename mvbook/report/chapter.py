@@ -2,17 +2,19 @@
 
 :class:`NotebookRun` is what a run remembers of a chapter (parameters, status, wall time,
 the failing cell); the list of them is stored in the run's ``environment.json``
-(:data:`ENVIRONMENT_FILE`), rewritten after every chapter. :func:`execute_notebook` runs one
-chapter with papermill into the run folder, with the environment variables that
-:func:`mvbook.results.record` reads, and locates the failing cell when it fails;
-:func:`collect_notebook_results` reads back what the chapter recorded and
-:func:`annotate_notebook` stores status, parameters and results in the executed notebook.
-The run itself (configuration, order, resume, verify) is :mod:`mvbook.report`.
+(:mod:`mvbook.report.folder`). :func:`execute_notebook` runs one chapter with papermill into
+the run folder, in the notebook's own folder (as Jupyter and nbval do), with the environment
+variables ``MVBOOK_PROFILE`` (the profile), ``MVBOOK_CHAPTER`` (the file stem),
+``MVBOOK_RESULTS`` (the chapter's JSON-lines file ``results/<stem>.jsonl``, which
+:func:`mvbook.results.record` appends to), ``PYTHONHASHSEED=0`` and
+``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (deterministic GPU matrix products), and locates the
+failing cell when it fails; :func:`collect_notebook_results` reads back what the chapter
+recorded and :func:`annotate_notebook` stores status, parameters and results in the executed
+notebook. The run itself (order, resume, verify) is :mod:`mvbook.report.runner`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -30,23 +32,7 @@ from mvbook.results import (
     results_from_notebook,
 )
 
-ENVIRONMENT_FILE = "environment.json"
-RESULTS_FILE = "results.json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically (a temporary file renamed into place)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(
-        json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8"
-    )
-    tmp.replace(path)
-
-
-def read_json(path: Path) -> Any:
-    """The JSON document in ``path``."""
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @dataclass
@@ -66,13 +52,16 @@ class NotebookRun:
     html_error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """Every field, as stored in ``environment.json``."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> NotebookRun:
+        """The record :meth:`to_json` wrote (unknown keys ignored, missing ones defaulted)."""
         return cls(**{k: data.get(k) for k in cls.__dataclass_fields__ if k in data})
 
     def describe_error(self) -> str:
+        """``"cell 4 (In [7]): ValueError: message"``; ``""`` when the chapter has no error."""
         if not self.error:
             return ""
         err = self.error
@@ -228,12 +217,8 @@ def annotate_notebook(path: Path, run: NotebookRun, results: Sequence[Mapping[st
 
 
 __all__ = [
-    "ENVIRONMENT_FILE",
-    "RESULTS_FILE",
     "NotebookRun",
     "annotate_notebook",
     "collect_notebook_results",
     "execute_notebook",
-    "read_json",
-    "write_json",
 ]

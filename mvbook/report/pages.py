@@ -8,7 +8,7 @@
   :func:`mvbook.notebook.setup_notebook`, and no require.js or widget-manager script is loaded
   from a CDN.
 
-Everything here renders what :mod:`mvbook.report` collected; nothing is executed.
+Everything here renders what :mod:`mvbook.report.runner` collected; nothing is executed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mvbook.report_notebook import ENVIRONMENT_FILE, RESULTS_FILE, NotebookRun
+from mvbook.report.chapter import NotebookRun
+from mvbook.report.folder import ENVIRONMENT_FILE, RESULTS_FILE
 from mvbook.results import TABLE_COLUMNS, format_html_table, format_markdown_table
 
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
