@@ -22,10 +22,20 @@ losses).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from .validation import (
+    broadcast_batch,
+    check_choice,
+    check_index,
+    check_same_shape,
+    check_shape,
+    check_tensor,
+)
 
 __all__ = [
     "PCP_PART_GROUPS",
@@ -51,23 +61,11 @@ def _check_poses(
     pred: Any, gt: Any, names: tuple[str, str] = ("pred", "gt"), broadcast: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     for x, name in zip((pred, gt), names):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if not torch.is_floating_point(x):
-            raise TypeError(f"{name} must be floating point, got {x.dtype}")
-        if x.ndim < 2:
-            raise ValueError(f"{name} must have shape (..., J, D), got {tuple(x.shape)}")
-    if pred.shape[-2:] != gt.shape[-2:]:
-        raise ValueError(
-            f"{names[0]} and {names[1]} must have the same (J, D), got {tuple(pred.shape)} and {tuple(gt.shape)}"
-        )
-    try:
-        if broadcast:
-            torch.broadcast_shapes(pred.shape, gt.shape)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{names[0]} {tuple(pred.shape)} and {names[1]} {tuple(gt.shape)} do not broadcast"
-        ) from err
+        check_tensor(x, name, floating=True)
+        check_shape(x, name, "(..., J, D)")
+    check_same_shape(pred, gt, names, last=2)
+    if broadcast:
+        broadcast_batch({names[0]: pred.shape[:-2], names[1]: gt.shape[:-2]})
     gt = gt.to(device=pred.device)
     dtype = torch.promote_types(pred.dtype, gt.dtype)
     return pred.to(dtype), gt.to(dtype)
@@ -79,36 +77,23 @@ def _weights(
     """Joint weights (..., J) as floats (1 valid, 0 masked)."""
     if mask is None:
         return torch.ones((*batch_shape, num_joints), dtype=like.dtype, device=like.device)
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(
-            f"mask must be a bool torch.Tensor of shape (..., J), got {type(mask).__name__}"
-        )
-    if mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor, got {mask.dtype}")
-    if mask.ndim < 1 or mask.shape[-1] != num_joints:
-        raise ValueError(f"mask must have shape (..., {num_joints}), got {tuple(mask.shape)}")
-    try:
-        shape = torch.broadcast_shapes(mask.shape, (*batch_shape, num_joints))
-    except RuntimeError as err:
-        raise ValueError(
-            f"mask {tuple(mask.shape)} does not broadcast against the poses' (..., J) {(*batch_shape, num_joints)}"
-        ) from err
-    return mask.to(device=like.device, dtype=like.dtype).expand(shape)
+    check_tensor(mask, "mask", dtype=torch.bool)
+    check_shape(mask, "mask", "(..., J)", sizes={"J": num_joints})
+    batch = broadcast_batch({"mask": mask.shape[:-1], "poses": batch_shape})
+    return mask.to(device=like.device, dtype=like.dtype).expand(*batch, num_joints)
 
 
 def _root_of(x: torch.Tensor, root: int | Sequence[int], num_joints: int) -> torch.Tensor:
-    idx = [root] if isinstance(root, int) else list(root)
-    if not idx or any(not isinstance(i, int) or isinstance(i, bool) for i in idx):
+    idx = [root] if isinstance(root, numbers.Integral) else list(root)
+    if not idx:
         raise TypeError(f"root must be an int or a non-empty sequence of ints, got {root!r}")
-    if any(not -num_joints <= i < num_joints for i in idx):
-        raise ValueError(f"root {root!r} out of range for {num_joints} joints")
+    idx = [check_index(i, "root (a joint index)", num_joints) for i in idx]
     return x[..., idx, :].mean(dim=-2, keepdim=True)
 
 
 def _reduce_joint_errors(err: torch.Tensor, w: torch.Tensor, reduction: str) -> torch.Tensor:
     """err, w: (..., J) -> reduced as documented in the module docstring."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    check_choice(reduction, "reduction", _REDUCTIONS)
     err, w = torch.broadcast_tensors(err, w)
     err = torch.where(w > 0, err, torch.zeros((), dtype=err.dtype, device=err.device))
     if reduction == "per_joint":
@@ -235,9 +220,8 @@ def pa_mpjpe(
 def _pck_from_errors(
     err: torch.Tensor, w: torch.Tensor, thresholds: torch.Tensor, reduction: str
 ) -> torch.Tensor:
+    check_choice(reduction, "reduction", ("mean", "none", "per_joint"))
     hits = (err[..., None] < thresholds).to(err.dtype)  # (..., J, T)
-    if reduction not in ("mean", "none", "per_joint"):
-        raise ValueError(f"reduction must be 'mean', 'none' or 'per_joint', got {reduction!r}")
     err_w = w[..., None].expand_as(hits)
     if reduction == "per_joint":
         num = (hits * err_w).reshape(-1, *hits.shape[-2:]).sum(0)
@@ -329,15 +313,12 @@ PCP_PART_GROUPS = {
 }
 
 
-def _valid_mask(
-    valid: Any, shape: tuple[int, ...], name: str, device: torch.device
-) -> torch.Tensor:
+def _valid_mask(valid: Any, name: str, dims: dict[str, int], device: torch.device) -> torch.Tensor:
+    """A bool mask of exactly the shape ``dims`` (ordered ``{dimension name: size}``)."""
     if valid is None:
-        return torch.ones(shape, dtype=torch.bool, device=device)
-    if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool:
-        raise TypeError(f"{name} must be a bool tensor of shape {shape}")
-    if tuple(valid.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {shape}, got {tuple(valid.shape)}")
+        return torch.ones(tuple(dims.values()), dtype=torch.bool, device=device)
+    check_tensor(valid, name, dtype=torch.bool)
+    check_shape(valid, name, f"({', '.join(dims)})", sizes=dims)
     return valid.to(device)
 
 
@@ -383,14 +364,11 @@ def pcp(
         default threshold), ``"matched"`` ``(F, Ng)`` index of the matched prediction (-1 if none).
     """
     pred, gt = _check_poses(pred, gt, broadcast=False)
-    if pred.ndim != 4 or gt.ndim != 4 or pred.shape[-2:] != (14, 3) or pred.shape[0] != gt.shape[0]:
-        raise ValueError(
-            f"pred and gt must have shapes (F, Np, 14, 3) and (F, Ng, 14, 3) with the same F, got "
-            f"{tuple(pred.shape)} and {tuple(gt.shape)}"
-        )
-    n_frames, n_pred, n_gt = pred.shape[0], pred.shape[1], gt.shape[1]
-    pv = _valid_mask(pred_valid, (n_frames, n_pred), "pred_valid", pred.device)
-    gv = _valid_mask(gt_valid, (n_frames, n_gt), "gt_valid", pred.device)
+    dims = check_shape(pred, "pred", "(F, Np, 14, 3) in shelf14 order")
+    dims |= check_shape(gt, "gt", "(F, Ng, 14, 3) in shelf14 order", sizes=dims)
+    n_frames, n_pred, n_gt = dims["F"], dims["Np"], dims["Ng"]
+    pv = _valid_mask(pred_valid, "pred_valid", {"F": n_frames, "Np": n_pred}, pred.device)
+    gv = _valid_mask(gt_valid, "gt_valid", {"F": n_frames, "Ng": n_gt}, pred.device)
     # (F, Ng, Np) MPJPE over all joints
     dist = _joint_distance(gt[:, :, None], pred[:, None]).mean(-1)
     dist = dist.masked_fill(~pv[:, None, :], float("inf"))
@@ -488,17 +466,16 @@ def multiperson_ap(
         when integral), ``"Recall@500"`` (percent), ``"MPJPE"`` (mm), ``"num_gt"``, ``"num_pred"``.
     """
     pred, gt = _check_poses(pred, gt, broadcast=False)
-    if pred.ndim != 4 or gt.ndim != 4 or pred.shape[0] != gt.shape[0]:
-        raise ValueError(
-            f"pred and gt must have shapes (F, Np, J, 3) and (F, Ng, J, 3) with the same F, got "
-            f"{tuple(pred.shape)} and {tuple(gt.shape)}"
-        )
-    n_frames, n_pred, n_gt, n_joints = pred.shape[0], pred.shape[1], gt.shape[1], gt.shape[2]
-    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n_frames, n_pred):
-        raise ValueError(f"scores must be a tensor of shape {(n_frames, n_pred)}")
-    pv = _valid_mask(pred_valid, (n_frames, n_pred), "pred_valid", pred.device)
-    gv = _valid_mask(gt_valid, (n_frames, n_gt), "gt_valid", pred.device)
-    jv = _valid_mask(gt_joint_valid, (n_frames, n_gt, n_joints), "gt_joint_valid", pred.device)
+    dims = check_shape(pred, "pred", "(F, Np, J, D)")
+    dims |= check_shape(gt, "gt", "(F, Ng, J, D)", sizes=dims)
+    n_frames, n_pred, n_gt, n_joints = dims["F"], dims["Np"], dims["Ng"], dims["J"]
+    check_tensor(scores, "scores")
+    check_shape(scores, "scores", "(F, Np)", sizes=dims)
+    pv = _valid_mask(pred_valid, "pred_valid", {"F": n_frames, "Np": n_pred}, pred.device)
+    gv = _valid_mask(gt_valid, "gt_valid", {"F": n_frames, "Ng": n_gt}, pred.device)
+    jv = _valid_mask(
+        gt_joint_valid, "gt_joint_valid", {"F": n_frames, "Ng": n_gt, "J": n_joints}, pred.device
+    )
 
     w = jv.to(pred.dtype)[:, None]  # (F, 1, Ng, J)
     d = _joint_distance(pred[:, :, None], gt[:, None])  # (F, Np, Ng, J)
@@ -581,10 +558,8 @@ def epipolar_error(
             ``"per_joint"`` -> per point index ``(N,)``).
     """
     uv_a, uv_b = _check_poses(uv_a, uv_b, ("uv_a", "uv_b"))
-    if uv_a.shape[-1] != 2:
-        raise ValueError(f"uv_a and uv_b must have shape (..., N, 2), got {tuple(uv_a.shape)}")
-    if not isinstance(F, torch.Tensor) or F.ndim < 2 or F.shape[-2:] != (3, 3):
-        raise ValueError(f"F must be a tensor of shape (..., 3, 3), got {getattr(F, 'shape', F)!r}")
+    check_shape(uv_a, "uv_a", "(..., N, 2)")
+    check_shape(F, "F", "(..., 3, 3)")
     F = F.to(dtype=uv_a.dtype, device=uv_a.device)
     ones = torch.ones((), dtype=uv_a.dtype, device=uv_a.device)
     xa = torch.cat([uv_a, ones.expand(*uv_a.shape[:-1], 1)], -1)
@@ -657,23 +632,19 @@ def retrieval_pa_mpjpe_at_k(
     Raises:
         ValueError: when some query has fewer than max(K) admissible gallery items.
     """
-    for x, name, nd in (
-        (query_embeddings, "query_embeddings", 2),
-        (gallery_embeddings, "gallery_embeddings", 2),
-        (query_poses, "query_poses", 3),
-        (gallery_poses, "gallery_poses", 3),
+    for x, name in (
+        (query_embeddings, "query_embeddings"),
+        (gallery_embeddings, "gallery_embeddings"),
+        (query_poses, "query_poses"),
+        (gallery_poses, "gallery_poses"),
     ):
-        if not isinstance(x, torch.Tensor) or not torch.is_floating_point(x) or x.ndim != nd:
-            raise ValueError(f"{name} must be a floating tensor with {nd} dims")
-    n_q, n_g = query_embeddings.shape[0], gallery_embeddings.shape[0]
-    if query_embeddings.shape[1] != gallery_embeddings.shape[1]:
-        raise ValueError(
-            "query_embeddings and gallery_embeddings must have the same embedding size"
-        )
-    if query_poses.shape[0] != n_q or gallery_poses.shape[0] != n_g:
-        raise ValueError("query_poses/gallery_poses must have one pose per embedding")
-    if query_poses.shape[1:] != gallery_poses.shape[1:]:
-        raise ValueError("query_poses and gallery_poses must have the same (J, 3)")
+        check_tensor(x, name, floating=True)
+    # one embedding and one pose per item; the same embedding size E and pose shape (J, D)
+    dims = check_shape(query_embeddings, "query_embeddings", "(Q, E)")
+    dims |= check_shape(gallery_embeddings, "gallery_embeddings", "(G, E)", sizes=dims)
+    dims |= check_shape(query_poses, "query_poses", "(Q, J, D)", sizes=dims)
+    check_shape(gallery_poses, "gallery_poses", "(G, J, D)", sizes=dims)
+    n_q, n_g = dims["Q"], dims["G"]
     ks = [k] if isinstance(k, int) else list(k)
     if not ks or any(not isinstance(v, int) or v < 1 for v in ks):
         raise ValueError(f"k must be a positive int or a sequence of them, got {k!r}")
@@ -683,20 +654,21 @@ def retrieval_pa_mpjpe_at_k(
     if (query_views is None) != (gallery_views is None):
         raise ValueError("give both query_views and gallery_views, or neither")
     if query_views is not None:
-        if query_views.shape != (n_q,) or gallery_views.shape != (n_g,):
-            raise ValueError("query_views must be (Q,) and gallery_views (G,)")
+        check_shape(query_views, "query_views", "(Q,)", sizes=dims)
+        check_shape(gallery_views, "gallery_views", "(G,)", sizes=dims)
         adm &= query_views.to(device)[:, None] != gallery_views.to(device)[None, :]
     if allowed is not None:
-        if allowed.dtype != torch.bool or tuple(allowed.shape) != (n_q, n_g):
-            raise ValueError(f"allowed must be a bool tensor of shape {(n_q, n_g)}")
+        check_tensor(allowed, "allowed", dtype=torch.bool)
+        check_shape(allowed, "allowed", "(Q, G)", sizes=dims)
         adm &= allowed.to(device)
     short = adm.sum(1) < kmax
     if bool(short.any()):
         raise ValueError(
             f"{int(short.sum())} queries have fewer than k={kmax} admissible gallery items"
         )
-    if mask is not None and (mask.dtype != torch.bool or mask.shape != query_poses.shape[1:2]):
-        raise ValueError(f"mask must be a bool tensor of shape {tuple(query_poses.shape[1:2])}")
+    if mask is not None:
+        check_tensor(mask, "mask", dtype=torch.bool)
+        check_shape(mask, "mask", "(J,)", sizes=dims)
     qp = query_poses.to(device)
     gp = gallery_poses.to(device=device, dtype=qp.dtype)
     ge = gallery_embeddings.to(device=device, dtype=query_embeddings.dtype)

@@ -93,12 +93,12 @@ def check_tensor(
     (e.g. ``torch.bool`` for masks). Nothing is converted.
     """
     if not isinstance(x, torch.Tensor):
-        expected = "a torch.Tensor" if dtype is None else f"a {dtype} torch.Tensor"
+        expected = "a torch.Tensor" if dtype is None else f"a torch.Tensor of dtype {dtype}"
         raise TypeError(f"{name} must be {expected}, got {type(x).__name__}")
     if floating and not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{name} must be a {dtype} tensor, got dtype {x.dtype}")
+        raise TypeError(f"{name} must have dtype {dtype}, got {x.dtype}")
     return x
 
 
@@ -111,13 +111,15 @@ def _parse_pattern(pattern: str) -> tuple[tuple[str | int, ...], int | None]:
     text = pattern.strip()
     if not text.startswith("(") or ")" not in text:
         raise ValueError(f"shape pattern must look like '(*, J, 3)', got {pattern!r}")
-    body = text[1 : text.index(")")]
+    body = text[1 : text.index(")")].strip()
+    if body.endswith(","):  # a one-tuple, "(N,)"
+        body = body[:-1]
     tokens: list[str | int] = []
     ellipsis: int | None = None
     for raw in body.split(","):
         tok = raw.strip()
         if not tok:
-            if body.strip():
+            if body:
                 raise ValueError(f"empty dimension in shape pattern {pattern!r}")
             continue
         if tok in _ELLIPSIS:
@@ -221,10 +223,7 @@ def check_index(value: Any, name: str, size: int, *, negative: bool = True) -> i
         raise TypeError(f"{name} must be an int, got {value!r}")
     lo = -size if negative else 0
     if not lo <= int(value) < size:
-        raise ValueError(
-            f"{name} must be an index in [{lo}, {size}) (a dimension of size {size}), "
-            f"got {int(value)}"
-        )
+        raise ValueError(f"{name} must be an int in [{lo}, {size}), got {int(value)}")
     return int(value)
 
 
