@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from mvbook.crops import crop_to_heatmap
 from mvbook.data.fixtures import look_at_rig, random_people
 from mvbook.data.format import complete_annotations
 from mvbook.methods import learnable_triangulation as lt
 from mvbook.nn import BackboneConfig, SimpleBaseline
+from mvbook.nn.backbones import BackboneOutput
 from mvbook.train import TrainConfig, train
+from mvbook.volumetric import make_grid
 
 J = 17
 
@@ -43,7 +46,7 @@ def make_samples(n: int = 6, C: int = 4, size=(96, 96), seed: int = 0) -> list[d
     return out
 
 
-def small_config(**kw) -> lt.LTConfig:
+def small_config(**kw) -> lt.Config:
     base = dict(
         crop_size=32,
         backbone=BackboneConfig(width=8, blocks=(1, 1, 1), deconv_layers=2, deconv_channels=16),
@@ -55,12 +58,12 @@ def small_config(**kw) -> lt.LTConfig:
         volume_size=2500.0,
     )
     base.update(kw)
-    return lt.LTConfig(**base)
+    return lt.Config(**base)
 
 
 @pytest.fixture(scope="module")
 def crops():
-    return lt.prepare_crops(make_samples(), small_config(), progress=False)
+    return lt.prepare(make_samples(), small_config(), progress=False)
 
 
 # ---------------------------------------------------------------- losses
@@ -86,7 +89,7 @@ def test_soft_mse_loss_values():
 
 
 def test_volumetric_loss_values_and_gradients():
-    grid = lt.make_grid(torch.zeros(1, 3), 400.0, 4)  # voxel side 100 mm
+    grid = make_grid(torch.zeros(1, 3), 400.0, 4)  # voxel side 100 mm
     gt = grid[:, 1, 2, 3][:, None]  # (1, 1, 3): exactly a voxel centre
     pred = gt + torch.tensor([10.0, -20.0, 30.0])
     volumes = torch.zeros(1, 1, 4, 4, 4, requires_grad=True)
@@ -102,20 +105,6 @@ def test_volumetric_loss_values_and_gradients():
 
 
 # ---------------------------------------------------------------- cropping
-
-
-def test_crop_affine_matches_crop_images():
-    img = torch.zeros(1, 3, 60, 80)
-    img[0, :, 25, 47] = 255.0  # a bright pixel at (u, v) = (47, 25)
-    box = torch.tensor([[40.0, 20.0, 56.0, 36.0]])  # 16 px box -> 32 px crop (2x upsampling)
-    crop = lt.crop_images(img, box, 32)
-    A = lt.crop_affine(box, 32)[0]
-    uvc = A @ torch.tensor([47.0, 25.0, 1.0])
-    peak = crop[0, 0].flatten().argmax()
-    py, px = divmod(int(peak), 32)
-    assert abs(px - uvc[0].item()) <= 0.5 + 1e-6 and abs(py - uvc[1].item()) <= 0.5 + 1e-6
-    # the box centre maps to the crop centre
-    torch.testing.assert_close(A @ torch.tensor([48.0, 28.0, 1.0]), torch.tensor([15.5, 15.5, 1.0]))
 
 
 def test_prepare_crops_cameras_are_consistent(crops):
@@ -143,7 +132,7 @@ def test_algebraic_model_shapes_and_gradients(crops):
     assert out["joints2d"].shape == (2, 4, J, 2)
     assert out["confidences"].shape == (2, 4, J) and (out["confidences"] > 0).all()
     assert torch.isfinite(out["joints3d"]).all()
-    loss, logs = lt.algebraic_loss_fn(cfg)(model, batch)
+    loss, logs = lt.make_loss("algebraic", cfg)(model, batch)
     loss.backward()
     assert model.backbone.final.weight.grad.abs().sum() > 0
     assert model.confidence.head[-1].weight.grad.abs().sum() > 0
@@ -185,7 +174,7 @@ def test_volumetric_model_shapes_and_gradients(crops, mode):
     assert out["volumes"].shape == (2, J, R, R, R) and out["grid"].shape == (2, R, R, R, 3)
     # soft-argmax keeps the joints inside the cube
     assert ((out["joints3d"] - root[:, None]).abs() <= cfg.volume_size / 2).all()
-    loss, logs = lt.volumetric_loss_fn(cfg, torch.Generator().manual_seed(0))(model, batch)
+    loss, logs = lt.make_loss("volumetric", cfg, generator=torch.Generator().manual_seed(0))(model, batch)
     loss.backward()
     assert model.backbone.final.weight.grad is None  # heatmap layer unused by the volumetric path
     assert model.backbone.deconv[0].weight.grad.abs().sum() > 0
@@ -223,14 +212,14 @@ def test_training_steps_lower_the_losses(crops):
     cfg = small_config()
     batch = crops.subset([0, 1, 2, 3]).all()
     backbone = SimpleBaseline(J, cfg.backbone)
-    before, after = _loss_drop(backbone, lt.heatmap_loss_fn(cfg), batch, 15, 3e-3)
+    before, after = _loss_drop(backbone, lt.make_loss("pretrain", cfg), batch, 15, 3e-3)
     assert after < before
     alg = lt.AlgebraicTriangulationNet(backbone, cfg)
-    before, after = _loss_drop(alg, lt.algebraic_loss_fn(cfg), batch, 15, 3e-3)
+    before, after = _loss_drop(alg, lt.make_loss("algebraic", cfg), batch, 15, 3e-3)
     assert after < before
     cfg_v = small_config(train_yaw=False)
     vol = lt.VolumetricTriangulationNet(SimpleBaseline(J, cfg.backbone), cfg_v)
-    before, after = _loss_drop(vol, lt.volumetric_loss_fn(cfg_v), batch, 15, 3e-3)
+    before, after = _loss_drop(vol, lt.make_loss("volumetric", cfg_v), batch, 15, 3e-3)
     assert after < before
 
 
@@ -247,7 +236,7 @@ def test_evaluate_and_tables(crops):
         "volumetric": lt.volumetric_predictor(vol, root=lt.algebraic_predictor(alg)),
     }
     results = {
-        k: lt.evaluate(p, crops, batch_size=4, models=[alg, vol], views=[0, 1, 2])
+        k: lt.predict(p, crops, batch_size=4, models=[alg, vol], views=[0, 1, 2])
         for k, p in preds.items()
     }
     for r in results.values():
@@ -256,6 +245,12 @@ def test_evaluate_and_tables(crops):
     assert names == list(preds) and cols[-1] == "average" and values.shape == (4, 3)
     _, _, absolute = lt.errors_table(results, crops.actions, root_joint=None)
     assert np.isfinite(values[:, -1]).all() and np.isfinite(absolute[:, -1]).all()
+    # evaluate() reduces the same predictions to the tables' averages, as plain floats
+    metrics = lt.evaluate(preds["naive"], crops, batch_size=4, views=[0, 1, 2])
+    assert all(isinstance(v, float) for v in metrics.values())
+    assert metrics["MPJPE"] == pytest.approx(values[0, -1], rel=1e-6)
+    assert metrics["MPJPE absolute"] == pytest.approx(absolute[0, -1], rel=1e-6)
+    assert {f"MPJPE, {a}" for a in cols[:-1]} <= set(metrics)
 
 
 def test_cached_backbone_gives_the_same_predictions(crops):
@@ -267,14 +262,14 @@ def test_cached_backbone_gives_the_same_predictions(crops):
     alg = lt.AlgebraicTriangulationNet(backbone, cfg).eval()
     vol = lt.VolumetricTriangulationNet(backbone, cfg).eval()
     for p in (lt.algebraic_predictor(alg), lt.volumetric_predictor(vol), lt.naive_predictor(backbone)):
-        a = lt.evaluate(p, crops, batch_size=3)["pred"]
-        b = lt.evaluate(p, cached, batch_size=3, views=None)["pred"]
+        a = lt.predict(p, crops, batch_size=3)["pred"]
+        b = lt.predict(p, cached, batch_size=3, views=None)["pred"]
         torch.testing.assert_close(a, b, atol=1e-2, rtol=1e-4)
     # a trainable backbone refuses cached outputs
     with pytest.raises(ValueError, match="freeze_backbone"):
         lt.AlgebraicTriangulationNet(backbone, small_config())(
             crops.tensors["images"][:1], crops.tensors["P"][:1],
-            cached=lt.BackboneOutput(*(cached.tensors[k][:1] for k in lt.CACHE_KEYS)),
+            cached=BackboneOutput(*(cached.tensors[k][:1] for k in lt.CACHE_KEYS)),
         )
 
 
@@ -294,7 +289,7 @@ def test_errors_2d_finds_left_right_confusions(crops):
         partner[a], partner[b] = b, a
     S = data.tensors["images"].shape[-1]
     hs = S // 2
-    uv = lt.crop_to_heatmap(data.tensors["joints2d"][:, :, partner], hs, S)
+    uv = crop_to_heatmap(data.tensors["joints2d"][:, :, partner], hs, S)
     heat = torch.zeros(*uv.shape[:-1], hs, hs)
     ij = uv.round().long().clamp(0, hs - 1)
     heat.flatten(-2).scatter_(-1, (ij[..., 1] * hs + ij[..., 0])[..., None], 1.0)

@@ -1,0 +1,180 @@
+"""Person crops: one pixel convention for every method.
+
+Every method of the book looks at people through square crops resampled to a fixed size, and
+projects into those crops with the crop's own camera. This module holds the four pieces, so
+that crops, crop cameras and 2D labels can never disagree:
+
+- :func:`square_boxes`: square boxes around person boxes, enlarged by a scale;
+- :func:`crop_camera` / :func:`crop_points`: the camera of a crop (through
+  :meth:`mvbook.geometry.Camera.crop`) and the same map applied to pixel coordinates;
+- :func:`crop_images`: bilinear resampling of the boxes (anti-aliased by supersampling when
+  the crop shrinks the image);
+- :func:`normalize_images`: uint8 images to the network input, with the book's one set of
+  per-channel statistics (:data:`IMAGE_MEAN`, :data:`IMAGE_STD`);
+- :func:`heatmap_to_crop` / :func:`crop_to_heatmap`: a network's heatmap pixels to crop
+  pixels and back (a resize, :meth:`mvbook.geometry.Camera.resize`).
+
+**The convention** (the one of DESIGN and :class:`mvbook.geometry.Camera`): pixel ``(0, 0)`` is
+the centre of the top-left pixel. A box ``(x0, y0, x1, y1)`` holds the pixels
+``image[y0:y1, x0:x1]`` (slice bounds; sub-pixel values allowed), so it covers the continuous
+extent ``[x0 - 1/2, x1 - 1/2] x [y0 - 1/2, y1 - 1/2]``. Resampled to ``S x S``, crop pixel
+``i`` is centred at ``u = x0 - 1/2 + (i + 1/2) (x1 - x0) / S`` and a point maps as
+``u' = (u - x0 + 1/2) S / (x1 - x0) - 1/2``: the crop camera ``K' = A K`` of eq. 6 of Honari
+et al. written with pixel centres at integers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mvbook.geometry import Camera
+from mvbook.validation import check_shape, check_tensor
+
+__all__ = [
+    "IMAGE_MEAN",
+    "IMAGE_STD",
+    "square_boxes",
+    "crop_camera",
+    "crop_points",
+    "crop_images",
+    "normalize_images",
+    "heatmap_to_crop",
+    "crop_to_heatmap",
+]
+
+#: Per-channel (R, G, B) mean and standard deviation of images in [0, 1] that
+#: :func:`normalize_images` removes: the ImageNet statistics, which the studio's images are close
+#: to and which published 2D backbones expect.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+
+
+def square_boxes(bbox: torch.Tensor, scale: float = 1.25, min_side: float = 8.0) -> torch.Tensor:
+    """Square boxes centred on ``bbox``, side ``scale x`` its longer side (at least ``min_side``).
+
+    Args:
+        bbox: ``(..., 4)`` ``(x0, y0, x1, y1)`` px person boxes.
+        scale: how much larger than the person the crop is (> 0).
+        min_side: the smallest side before scaling, px (guards empty or one-pixel boxes).
+
+    Returns:
+        ``(..., 4)`` square boxes in the same convention and dtype as ``bbox``.
+    """
+    check_tensor(bbox, "bbox", floating=True)
+    check_shape(bbox, "bbox", "(..., 4)")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    centre = 0.5 * (bbox[..., :2] + bbox[..., 2:])
+    side = (bbox[..., 2:] - bbox[..., :2]).amax(-1, keepdim=True).clamp_min(min_side) * scale
+    return torch.cat([centre - side / 2, centre + side / 2], dim=-1)
+
+
+def crop_camera(camera: Camera, boxes: torch.Tensor, size: int) -> Camera:
+    """The camera of ``boxes`` of ``camera``'s image resampled to ``size x size`` pixels.
+
+    Args:
+        camera: a :class:`mvbook.geometry.Camera` of batch shape ``(...)``.
+        boxes: ``(..., 4)`` px (slice bounds, see the module docstring).
+        size: side ``S`` of the square crop, px.
+
+    Returns:
+        ``camera.crop(boxes, (S, S))``: same ``R``, ``t``, ``dist``; ``K' = A K``.
+    """
+    if not isinstance(camera, Camera):
+        raise TypeError(f"camera must be a mvbook.geometry.Camera, got {type(camera).__name__}")
+    _check_size(size, "size")
+    return camera.crop(boxes, (size, size))
+
+
+def crop_points(uv: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Image pixels to crop pixels: the map of :func:`crop_camera` applied to points.
+
+    Args:
+        uv: ``(..., N, 2)`` image px; boxes: ``(..., 4)`` px; size: ``S``.
+
+    Returns:
+        ``(..., N, 2)`` crop px, ``u' = (u - x0 + 1/2) S / w - 1/2`` (and likewise ``v``).
+    """
+    check_shape(uv, "uv", "(..., N, 2)")
+    check_shape(boxes, "boxes", "(..., 4)")
+    _check_size(size, "size")
+    wh = boxes[..., 2:] - boxes[..., :2]
+    scale = size / wh
+    return (uv - boxes[..., None, :2] + 0.5) * scale[..., None, :] - 0.5
+
+
+def crop_images(
+    images: torch.Tensor, boxes: torch.Tensor, size: int, supersample: int | None = None
+) -> torch.Tensor:
+    """Resample ``boxes`` of ``images`` to ``size x size`` crops (bilinear, zeros outside).
+
+    Each crop pixel averages ``supersample^2`` bilinear samples spread evenly over its area, which
+    removes aliasing when the crop shrinks the image; by default ``supersample`` is the largest
+    shrink factor of the batch rounded up (at most 4). Sampling points follow the module's
+    convention, so the crop of an image is what :func:`crop_camera` sees.
+
+    Args:
+        images: ``(N, 3, H, W)`` uint8 or float.
+        boxes: ``(N, 4)`` px.
+        size: side ``S`` of the crops.
+        supersample: samples per crop pixel side (>= 1) or None.
+
+    Returns:
+        ``(N, 3, S, S)`` in the dtype of ``images`` (uint8 is rounded and clamped).
+    """
+    check_shape(images, "images", "(N, 3, H, W)")
+    N, _, H, W = images.shape
+    check_shape(boxes, "boxes", f"({N}, 4)")
+    _check_size(size, "size")
+    boxes = boxes.to(device=images.device, dtype=torch.float32)
+    if supersample is None:
+        shrink = float(((boxes[:, 2:] - boxes[:, :2]) / size).max()) if N else 1.0
+        supersample = int(min(4, max(1, math.ceil(shrink))))
+    if int(supersample) != supersample or supersample < 1:
+        raise ValueError(f"supersample must be a positive integer, got {supersample}")
+    n = size * supersample
+    frac = (torch.arange(n, dtype=torch.float32, device=images.device) + 0.5) / n  # (n,)
+    wh = boxes[:, 2:] - boxes[:, :2]  # (N, 2)
+    u = boxes[:, 0:1] - 0.5 + frac[None] * wh[:, 0:1]  # (N, n) image px of the samples
+    v = boxes[:, 1:2] - 0.5 + frac[None] * wh[:, 1:2]
+    gx = (2 * u + 1) / W - 1  # grid_sample's align_corners=False coordinates
+    gy = (2 * v + 1) / H - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    if supersample > 1:
+        out = F.avg_pool2d(out, supersample)
+    if images.dtype == torch.uint8:
+        return out.round().clamp(0, 255).to(torch.uint8)
+    return out.to(images.dtype)
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """Images ``(..., 3, H, W)`` with values in [0, 255] (uint8 or float) to network input.
+
+    Returns float32 ``(x / 255 - IMAGE_MEAN) / IMAGE_STD`` per channel.
+    """
+    check_shape(images, "images", "(..., 3, H, W)")
+    x = images.float() / 255.0
+    mean = torch.tensor(IMAGE_MEAN, device=x.device, dtype=x.dtype)[:, None, None]
+    std = torch.tensor(IMAGE_STD, device=x.device, dtype=x.dtype)[:, None, None]
+    return (x - mean) / std
+
+
+def heatmap_to_crop(uv: torch.Tensor, heatmap_size: int, crop_size: int) -> torch.Tensor:
+    """Heatmap pixels to crop pixels: ``u = (u_h + 1/2) S / h - 1/2`` (a resize about corners)."""
+    return (uv + 0.5) * (crop_size / heatmap_size) - 0.5
+
+
+def crop_to_heatmap(uv: torch.Tensor, heatmap_size: int, crop_size: int) -> torch.Tensor:
+    """Crop pixels to heatmap pixels (the inverse of :func:`heatmap_to_crop`)."""
+    return (uv + 0.5) * (heatmap_size / crop_size) - 0.5
+
+
+def _check_size(size: int | Sequence[int], name: str) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"{name} must be a positive int (pixels), got {size!r}")

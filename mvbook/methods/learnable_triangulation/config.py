@@ -1,0 +1,151 @@
+"""Configuration of learnable triangulation: the model and loss sizes, and the profile table.
+
+:class:`Config` sizes the chapter's models and losses; :func:`settings` is the one table of
+what each profile (``smoke``, ``quick``, ``full``) trains: the configuration, steps, batch
+sizes, learning rates and how many frames are kept in memory. The notebook and :func:`main`
+both read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mvbook.nn.backbones import BackboneConfig
+from mvbook.runtime import by_profile
+from mvbook.validation import check_choice
+from mvbook.volumetric import AGGREGATIONS
+
+__all__ = ["Config", "Settings", "STAGES", "settings"]
+
+#: The training stages, in order: 2D backbone pretraining, then the two learnable heads.
+STAGES = ("pretrain", "algebraic", "volumetric")
+
+
+@dataclass
+class Config:
+    """Everything that sizes the chapter's models and losses.
+
+    2D part: ``crop_size`` (square crops, px), ``crop_scale`` (crop side = scale x the longer
+    side of the person box), ``backbone`` (:class:`mvbook.nn.BackboneConfig`), ``alpha`` (eq. 1
+    inverse temperature, 100 in the paper), ``heatmap_sigma`` (std of the Gaussian targets of
+    the backbone pretraining, heatmap px), ``confidence_hidden`` (width of ``q_phi``).
+
+    Volumetric part: ``volume_size`` (``L`` mm; paper 2500), ``volume_resolution`` (voxels per
+    side; paper 64), ``volume_channels`` (``K``; paper 32), ``aggregation`` (``"sum"``,
+    ``"conf"``, ``"softmax"``), ``v2v_width``/``v2v_levels``/``v2v_norm``/``v2v_front_kernel`` (V2V size),
+    ``volume_beta`` (multiplier of the 3D heatmaps inside the eq. 13 softmax; paper 1),
+    ``use_valid_mask`` (drop views whose image a voxel falls outside of from the aggregation),
+    ``train_yaw`` (random rotation of the cube about the vertical during training).
+
+    Losses: ``soft_mse_threshold`` (``epsilon`` of eq. 15 in mm^2; the paper states
+    (20 cm)^2), ``heatmap_reg`` (``beta`` of eq. 16; paper 0.01).
+
+    Baselines: ``ransac_threshold`` (crop px).
+
+    ``augment``: random colour changes (channel permutation, gain) and, with ``augment_flip``,
+    horizontal flips (with left/right joints swapped) of the backbone pretraining images. A flip
+    turns a left-side marking of the body into a right-side one: flips hide appearance cues that
+    tell left from right. The studio's bodies carry such a cue (light left limbs), and the studio
+    chapters turn flips off.
+
+    ``freeze_backbone``: keep the (pretrained) backbone fixed while training the heads; the
+    backbone outputs can then be cached once (:func:`~.data.cache_backbone`). The paper trains end to
+    end (False); the CPU profile freezes it.
+    """
+
+    crop_size: int = 64
+    crop_scale: float = 1.2
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    num_joints: int = 17
+    root_joint: int = 0
+    alpha: float = 100.0
+    heatmap_sigma: float = 1.0
+    confidence_hidden: int = 64
+    use_confidences: bool = True
+    volume_size: float = 2500.0
+    volume_resolution: int = 16
+    volume_channels: int = 16
+    aggregation: str = "softmax"
+    v2v_width: int = 16
+    v2v_levels: int = 2
+    v2v_norm: str = "batch"
+    v2v_front_kernel: int = 7
+    volume_beta: float = 1.0
+    use_valid_mask: bool = False
+    train_yaw: bool = True
+    soft_mse_threshold: float = 40000.0
+    heatmap_reg: float = 0.01
+    ransac_threshold: float = 4.0
+    freeze_backbone: bool = False
+    augment: bool = True
+    augment_flip: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice(self.aggregation, "aggregation", AGGREGATIONS)
+        if self.crop_size < 8:
+            raise ValueError(f"crop_size must be >= 8, got {self.crop_size}")
+        if self.volume_resolution % 2**self.v2v_levels:
+            raise ValueError(
+                f"volume_resolution ({self.volume_resolution}) must be divisible by "
+                f"2**v2v_levels ({2**self.v2v_levels})"
+            )
+
+
+
+@dataclass
+class Settings:
+    """What one profile trains: ``config``, and per stage (:data:`STAGES`) ``steps``,
+    ``batch`` (frames per step, every frame with all its views) and ``lr``; ``weight_decay`` of
+    the backbone pretraining; ``max_frames`` kept in memory per split (None: all)."""
+
+    config: Config
+    steps: dict[str, int]
+    batch: dict[str, int]
+    lr: dict[str, float]
+    weight_decay: float = 1e-2
+    max_frames: dict[str, int | None] = field(
+        default_factory=lambda: {"train": None, "test": None})
+
+
+def settings(profile: str, data: str = "studio") -> Settings:
+    """The profile table of the chapter (``smoke``: seconds; ``quick``: minutes on a CPU;
+    ``full``: GPU scale). On the studio, horizontal flips are off (a flip turns the studio's
+    light left limbs into right ones); converted real data keeps them."""
+    backbone = by_profile(
+        profile,
+        smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
+                             deconv_channels=8),
+        quick=BackboneConfig(width=16, blocks=(1, 1, 1, 1), stem_stride=2, deconv_layers=3,
+                             deconv_channels=16),
+        full=BackboneConfig(width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
+                            deconv_channels=128),
+    )
+    config = Config(
+        crop_size=by_profile(profile, smoke=32, quick=64, full=192),
+        backbone=backbone,
+        heatmap_sigma=by_profile(profile, smoke=1.0, quick=2.0, full=2.0),
+        volume_size=by_profile(profile, smoke=2000.0, quick=2000.0, full=2500.0),
+        volume_resolution=by_profile(profile, smoke=8, quick=16, full=32),
+        volume_channels=by_profile(profile, smoke=4, quick=16, full=32),
+        v2v_width=by_profile(profile, smoke=8, quick=16, full=32),
+        v2v_levels=by_profile(profile, smoke=1, quick=2, full=3),
+        v2v_front_kernel=by_profile(profile, smoke=3, quick=3, full=7),
+        ransac_threshold=by_profile(profile, smoke=2.0, quick=4.0, full=8.0),
+        freeze_backbone=by_profile(profile, smoke=True, quick=True, full=False),
+        augment_flip=str(data) != "studio",
+    )
+    return Settings(
+        config=config,
+        steps=by_profile(profile,
+                         smoke=dict(pretrain=4, algebraic=2, volumetric=2),
+                         quick=dict(pretrain=3000, algebraic=300, volumetric=500),
+                         full=dict(pretrain=20000, algebraic=10000, volumetric=10000)),
+        batch=by_profile(profile,
+                         smoke=dict(pretrain=2, algebraic=2, volumetric=2),
+                         quick=dict(pretrain=8, algebraic=8, volumetric=4),
+                         full=dict(pretrain=8, algebraic=8, volumetric=4)),
+        lr=dict(pretrain=3e-3, algebraic=1e-3, volumetric=3e-3),
+        max_frames=by_profile(profile, smoke=dict(train=None, test=None),
+                              quick=dict(train=None, test=None),
+                              full=dict(train=20000, test=5000)),
+    )

@@ -1,0 +1,240 @@
+"""Data of learnable triangulation: multiview person crops in memory, backbone caches, augmentation.
+
+:func:`prepare` crops every view of every sample around the person's box once
+(:mod:`mvbook.crops`) into a :class:`CropSet`; the crop cameras ``P = K' [R | t]`` with
+``K'`` from :func:`mvbook.crops.crop_camera` are what the models project with. With a frozen
+backbone its outputs are computed once (:func:`cache_backbone`) and the heads train on them.
+Lens distortion is not modelled by the crop cameras: use undistorted data (the studio has none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mvbook.crops import crop_camera, crop_images, crop_points, normalize_images, square_boxes
+from mvbook.geometry import Camera
+from mvbook.nn.backbones import BackboneOutput, SimpleBaseline
+from mvbook.runtime import resolve_device
+from mvbook.train import unwrap_model
+
+from .config import Config
+
+__all__ = [
+    "CACHE_KEYS",
+    "CropSet",
+    "prepare",
+    "cache_backbone",
+    "cached_outputs",
+    "augment_views",
+    "select_views",
+    "partner_joints",
+]
+
+#: Batch keys of cached backbone outputs (:func:`cache_backbone`).
+CACHE_KEYS = ("heatmaps", "features", "encoding")
+
+
+class CropSet(torch.utils.data.Dataset):
+    """Pre-cropped multiview samples held in memory (built by :func:`prepare`).
+
+    Item ``i`` is a dict: ``images`` uint8 ``(C, 3, S, S)``; ``P`` float32 ``(C, 3, 4)`` crop
+    cameras; ``joints2d`` ``(C, J, 2)`` crop px; ``visibility`` bool ``(C, J)``; ``joints3d``
+    ``(J, 3)`` mm; ``subject``, ``action`` int64 (indices into :attr:`subjects`,
+    :attr:`actions`); ``index`` int64.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], subjects: list[str], actions: list[str]):
+        n = len(tensors["images"])
+        for k, v in tensors.items():
+            if len(v) != n:
+                raise ValueError(f"tensor {k!r} has {len(v)} rows, expected {n}")
+        self.tensors = tensors
+        self.subjects = subjects
+        self.actions = actions
+
+    def __len__(self) -> int:
+        return len(self.tensors["images"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+    @property
+    def num_views(self) -> int:
+        return int(self.tensors["images"].shape[1])
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> CropSet:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return CropSet({k: v[idx] for k, v in self.tensors.items()}, self.subjects, self.actions)
+
+    def all(self) -> dict[str, torch.Tensor]:
+        """The whole set as one batch."""
+        return dict(self.tensors)
+
+
+def _meta_strings(sample: dict, key: str) -> str:
+    value = sample.get(key, "")
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else ""
+    return str(value)
+
+
+def prepare(
+    dataset: Iterable[dict],
+    config: Config,
+    *,
+    person: int = 0,
+    max_samples: int | None = None,
+    stride: int = 1,
+    progress: bool = True,
+) -> CropSet:
+    """Crop every view of every sample around the person's box (done once, kept in memory).
+
+    Args:
+        dataset: a ``MultiviewDataset`` (or any sequence of sample dicts in the common format).
+        config: gives ``crop_size`` and ``crop_scale``.
+        person: which person of each sample (the chapter's data are single-person, P = 1).
+        max_samples / stride: take every ``stride``-th sample, at most ``max_samples``.
+    """
+    n_total = len(dataset)  # type: ignore[arg-type]
+    indices = list(range(0, n_total, stride))
+    if max_samples is not None:
+        indices = indices[:max_samples]
+    S = config.crop_size
+    out: dict[str, list[torch.Tensor]] = {
+        k: [] for k in ("images", "P", "joints2d", "visibility", "joints3d", "subject", "action", "index")
+    }
+    subjects: list[str] = []
+    actions: list[str] = []
+    for i in tqdm(indices, desc="cropping", disable=not progress):
+        s = dataset[i]  # type: ignore[index]
+        s = {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+        images = s["images"]
+        box = square_boxes(s["bbox"][:, person].float(), config.crop_scale)  # (C, 4)
+        crops = crop_images(images, box, S)
+        P = crop_camera(Camera.from_sample(s), box, S).P.float()  # (C, 3, 4)
+        uv_crop = crop_points(s["joints2d"][:, person].float(), box, S)
+        inside = ((uv_crop >= -0.5) & (uv_crop <= S - 0.5)).all(-1)
+        subj = _meta_strings(s, "subject")
+        act = _meta_strings(s, "action")
+        if subj not in subjects:
+            subjects.append(subj)
+        if act not in actions:
+            actions.append(act)
+        out["images"].append(crops)
+        out["P"].append(P)
+        out["joints2d"].append(uv_crop)
+        out["visibility"].append(s["visibility"][:, person].bool() & inside)
+        out["joints3d"].append(s["joints3d"][person].float())
+        out["subject"].append(torch.tensor(subjects.index(subj)))
+        out["action"].append(torch.tensor(actions.index(act)))
+        out["index"].append(torch.tensor(int(s.get("index", i))))
+    tensors = {k: torch.stack(v) for k, v in out.items()}
+    return CropSet(tensors, subjects, actions)
+
+
+def select_views(batch: dict, views: Sequence[int] | None) -> dict:
+    """The batch restricted to ``views`` (indices along the view axis; None: all)."""
+    if views is None:
+        return batch
+    idx = torch.as_tensor(list(views), dtype=torch.long)
+    out = dict(batch)
+    for k in ("images", "P", "joints2d", "visibility", *CACHE_KEYS):
+        if k in out:
+            out[k] = out[k][:, idx.to(out[k].device)]
+    return out
+
+
+def cached_outputs(batch: dict, model: nn.Module | None = None) -> BackboneOutput | None:
+    """Backbone outputs stored in the batch (see :func:`cache_backbone`), if the model may use them."""
+    if not all(k in batch for k in CACHE_KEYS):
+        return None
+    if model is not None:
+        cfg = getattr(unwrap_model(model), "config", None)
+        if cfg is None or not getattr(cfg, "freeze_backbone", False):
+            return None
+    return BackboneOutput(*(batch[k] for k in CACHE_KEYS))
+
+
+@torch.no_grad()
+def cache_backbone(
+    backbone: SimpleBaseline,
+    data: CropSet,
+    *,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float16,
+    progress: bool = False,
+) -> CropSet:
+    """Run a (frozen) backbone once over a :class:`CropSet` and store its outputs.
+
+    Returns a new :class:`CropSet` sharing the original tensors plus ``heatmaps``
+    ``(N, C, J, h, w)``, ``features`` ``(N, C, F, h, w)`` and ``encoding`` ``(N, C, E, h', w')``
+    (stored as ``dtype``). Models built with ``config.freeze_backbone=True`` then skip the
+    backbone, which makes CPU training of the heads fast; with a trainable backbone the cache
+    is ignored by the loss functions.
+    """
+    dev = resolve_device(device)
+    was_training = backbone.training
+    backbone.eval().to(dev)
+    images = data.tensors["images"]
+    N, C = images.shape[:2]
+    chunks: dict[str, list[torch.Tensor]] = {k: [] for k in CACHE_KEYS}
+    step = max(1, batch_size // C)
+    for s in tqdm(range(0, N, step), desc="backbone", disable=not progress):
+        x = normalize_images(images[s : s + step].to(dev).flatten(0, 1))
+        out = backbone(x)
+        for k, t in zip(CACHE_KEYS, out):
+            chunks[k].append(t.unflatten(0, (-1, C)).to("cpu", dtype))
+    backbone.train(was_training)
+    tensors = dict(data.tensors)
+    tensors.update({k: torch.cat(v) for k, v in chunks.items()})
+    return CropSet(tensors, data.subjects, data.actions)
+
+
+def augment_views(
+    images: torch.Tensor,
+    joints2d: torch.Tensor,
+    visibility: torch.Tensor,
+    flip_pairs: Sequence[tuple[int, int]],
+    generator: torch.Generator | None = None,
+    flip: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random colour changes and horizontal flips of single views (2D pretraining only).
+
+    Args:
+        images: ``(N, 3, S, S)`` float (normalised or not); joints2d ``(N, J, 2)`` crop px;
+        visibility ``(N, J)``; flip_pairs: left/right joint index pairs swapped by a flip.
+
+    Returns the augmented ``(images, joints2d, visibility)``; each image is flipped with
+    probability 1/2 (never with ``flip=False``), its colour channels permuted and scaled by gains
+    in [0.7, 1.3].
+    """
+    N, _, _, S = images.shape
+    dev = images.device
+    perm = torch.argsort(torch.rand(N, 3, generator=generator), dim=1).to(dev)
+    gain = (0.7 + 0.6 * torch.rand(N, 3, 1, 1, generator=generator)).to(dev, images.dtype)
+    images = images.gather(1, perm[:, :, None, None].expand_as(images)) * gain
+    flip_mask = (torch.rand(N, generator=generator) < (0.5 if flip else 0.0)).to(dev)
+    images = torch.where(flip_mask[:, None, None, None], images.flip(-1), images)
+    swap = partner_joints(joints2d.shape[-2], flip_pairs).to(dev)
+    flipped = joints2d[:, swap].clone()
+    flipped[..., 0] = S - 1 - flipped[..., 0]
+    joints2d = torch.where(flip_mask[:, None, None], flipped, joints2d)
+    visibility = torch.where(flip_mask[:, None], visibility[:, swap], visibility)
+    return images, joints2d, visibility
+
+
+
+def partner_joints(num_joints: int, flip_pairs: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """``(J,)`` index of each joint's left/right partner (itself for central joints)."""
+    partner = torch.arange(num_joints)
+    if len(flip_pairs):
+        pairs = torch.as_tensor(flip_pairs, dtype=torch.long)
+        partner[pairs[:, 0]] = pairs[:, 1]
+        partner[pairs[:, 1]] = pairs[:, 0]
+    return partner

@@ -1,0 +1,258 @@
+"""Predictors and evaluation of learnable triangulation.
+
+A *predictor* maps a :class:`~.data.CropSet` batch to 3D joints ``(B, J, 3)`` mm: the naive
+baseline (per-view argmax + DLT), RANSAC, the algebraic and the volumetric model.
+:func:`predict` runs one over a set (per-sample predictions); :func:`evaluate` reduces them to
+the paper's numbers (``dict[str, float]``); :func:`errors_table` gives the per-action tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mvbook.crops import heatmap_to_crop, normalize_images
+from mvbook.geometry import triangulate, triangulate_ransac
+from mvbook.heatmaps import argmax_2d
+from mvbook.metrics import mpjpe
+from mvbook.nn.backbones import SimpleBaseline
+from mvbook.runtime import resolve_device
+from mvbook.train import to_device
+
+from .data import CACHE_KEYS, CropSet, cached_outputs, partner_joints, select_views
+from .model import AlgebraicTriangulationNet, VolumetricTriangulationNet
+
+__all__ = [
+    "Predictor",
+    "argmax_joints",
+    "errors_2d",
+    "naive_predictor",
+    "ransac_predictor",
+    "algebraic_predictor",
+    "volumetric_predictor",
+    "predict",
+    "evaluate",
+    "errors_table",
+]
+
+
+Predictor = Callable[[dict], torch.Tensor]
+
+
+def argmax_joints(backbone: SimpleBaseline, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-view heatmap argmax joints ``(B, C, J, 2)`` crop px and peak values ``(B, C, J)``.
+
+    Uses the batch's cached heatmaps when present (:func:`cache_backbone`).
+    """
+    images = batch["images"]
+    cached = cached_outputs(batch)
+    if cached is not None:
+        heat = cached.heatmaps.float()
+    else:
+        B, C = images.shape[:2]
+        x = normalize_images(images)
+        heat = backbone(x.flatten(0, 1)).heatmaps.unflatten(0, (B, C))
+    uv_h, score = argmax_2d(heat)
+    return heatmap_to_crop(uv_h.float(), heat.shape[-1], images.shape[-1]), score
+
+
+@torch.no_grad()
+def errors_2d(
+    backbone: SimpleBaseline,
+    data: CropSet,
+    flip_pairs: Sequence[tuple[int, int]] = (),
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> dict[str, torch.Tensor]:
+    """Per-view 2D errors of the backbone's heatmap argmax, and where the large ones land.
+
+    For every sample, view and joint: ``error`` is the distance (crop px) from the argmax joint
+    to its ground truth and ``partner_error`` the distance to the ground truth of its left/right
+    partner (``flip_pairs``; the joint itself for central joints). A large error with a small
+    partner error means the detector put the joint on the other side of the body -- a left/right
+    confusion that a single view cannot resolve when the body looks alike from both sides.
+
+    Returns:
+        dict of cpu tensors ``error``, ``partner_error`` ``(N, C, J)`` crop px and
+        ``visibility`` ``(N, C, J)`` bool.
+    """
+    dev = resolve_device(device)
+    was_training = backbone.training
+    backbone.eval().to(dev)
+    partner = partner_joints(data.tensors["joints2d"].shape[-2], flip_pairs)
+    err, perr = [], []
+    for s in range(0, len(data), batch_size):
+        batch = to_device({k: v[s : s + batch_size] for k, v in data.tensors.items()}, dev)
+        uv, _ = argmax_joints(backbone, batch)
+        gt = batch["joints2d"].float()
+        err.append((uv - gt).norm(dim=-1).cpu())
+        perr.append((uv - gt[..., partner.to(dev), :]).norm(dim=-1).cpu())
+    backbone.train(was_training)
+    return {
+        "error": torch.cat(err),
+        "partner_error": torch.cat(perr),
+        "visibility": data.tensors["visibility"].bool(),
+    }
+
+
+def naive_predictor(backbone: SimpleBaseline, use_cache: bool = True) -> Predictor:
+    """Per-view heatmap argmax, then plain (unweighted) DLT triangulation.
+
+    With ``use_cache`` the batch's cached heatmaps (:func:`cache_backbone`) are used when present.
+    """
+    def predict(batch: dict) -> torch.Tensor:
+        b = batch if use_cache else {k: v for k, v in batch.items() if k not in CACHE_KEYS}
+        uv, _ = argmax_joints(backbone, b)
+        return triangulate(uv, b["P"].float())
+
+    return predict
+
+
+def ransac_predictor(
+    backbone: SimpleBaseline, threshold: float = 4.0, use_cache: bool = True
+) -> Predictor:
+    """Per-view heatmap argmax, then RANSAC triangulation (threshold in crop px).
+
+    Joints for which no hypothesis finds two inlier views fall back to the plain DLT of all
+    views (so every joint has a prediction, as the paper's evaluation needs).
+    """
+    def predict(batch: dict) -> torch.Tensor:
+        b = batch if use_cache else {k: v for k, v in batch.items() if k not in CACHE_KEYS}
+        uv, _ = argmax_joints(backbone, b)
+        P = b["P"].float()
+        X, _ = triangulate_ransac(uv, P, threshold=threshold)
+        bad = ~torch.isfinite(X).all(-1, keepdim=True)
+        if bool(bad.any()):
+            X = torch.where(bad, triangulate(uv, P), X)
+        return X
+
+    return predict
+
+
+def algebraic_predictor(model: AlgebraicTriangulationNet) -> Predictor:
+    """The algebraic model's triangulated joints."""
+
+    def predict(batch: dict) -> torch.Tensor:
+        return model(batch["images"], batch["P"], cached=cached_outputs(batch, model))["joints3d"]
+
+    return predict
+
+
+def volumetric_predictor(
+    model: VolumetricTriangulationNet, root: str | Predictor = "gt", root_joint: int = 0
+) -> Predictor:
+    """The volumetric model's joints with the cube around ``root``.
+
+    ``root``: ``"gt"`` (ground-truth pelvis) or a predictor (e.g. :func:`algebraic_predictor`)
+    whose joint ``root_joint`` is used, as in the paper.
+    """
+
+    def predict(batch: dict) -> torch.Tensor:
+        if root == "gt":
+            r = batch["joints3d"][:, root_joint]
+        elif callable(root):
+            r = root(batch)[:, root_joint]
+        else:
+            raise ValueError(f"root must be 'gt' or a predictor, got {root!r}")
+        return model(batch["images"], batch["P"], r, None, cached=cached_outputs(batch, model))["joints3d"]
+
+    return predict
+
+
+@torch.no_grad()
+def predict(
+    predictor: Predictor,
+    data: CropSet,
+    *,
+    views: Sequence[int] | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    models: Iterable[nn.Module] = (),
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Run a predictor over a :class:`CropSet`; returns per-sample predictions.
+
+    Args:
+        views: indices of the views to use (default all) -- for MPJPE versus number of views.
+        models: modules to put in eval mode first.
+
+    Returns:
+        dict with ``pred`` ``(N, J, 3)`` mm, ``gt`` ``(N, J, 3)``, ``subject``, ``action``,
+        ``index`` ``(N,)`` (cpu tensors).
+    """
+    dev = resolve_device(device)
+    for m in models:
+        m.eval()
+    preds = []
+    n = len(data)
+    for s in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress):
+        batch = {k: v[s : s + batch_size] for k, v in data.tensors.items()}
+        batch = to_device(select_views(batch, views), dev)
+        preds.append(predictor(batch).float().cpu())
+    t = data.tensors
+    return {
+        "pred": torch.cat(preds) if preds else torch.zeros(0, 0, 3),
+        "gt": t["joints3d"].float(),
+        "subject": t["subject"],
+        "action": t["action"],
+        "index": t["index"],
+    }
+
+
+def errors_table(
+    results: dict[str, dict[str, torch.Tensor]],
+    actions: Sequence[str],
+    root_joint: int | None = 0,
+) -> tuple[list[str], list[str], np.ndarray]:
+    """Per-action MPJPE (mm) of several methods' :func:`predict` outputs.
+
+    ``root_joint=None`` gives absolute MPJPE; an int aligns both poses at that joint first
+    (root-relative MPJPE, the Human3.6M protocol). Returns ``(row names = methods,
+    column names = actions + ["average"], values (methods, actions + 1))``; "average" is the
+    mean of the per-action values, as in the paper's tables ("averaged across all actions").
+    """
+    names = list(results)
+    present = sorted({int(a) for r in results.values() for a in r["action"].tolist()})
+    cols = [actions[a] for a in present] + ["average"]
+    values = np.full((len(names), len(cols)), np.nan)
+    for i, name in enumerate(names):
+        r = results[name]
+        for j, a in enumerate(present):
+            sel = r["action"] == a
+            if sel.any():
+                values[i, j] = float(
+                    mpjpe(r["pred"][sel], r["gt"][sel], root=root_joint, reduction="mean")
+                )
+        values[i, -1] = float(np.nanmean(values[i, :-1]))
+    return names, cols, values
+
+
+def evaluate(
+    predictor: Predictor,
+    data: CropSet,
+    *,
+    root_joint: int = 0,
+    views: Sequence[int] | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    models: Iterable[nn.Module] = (),
+) -> dict[str, float]:
+    """The paper's numbers for one predictor on ``data`` (Human3.6M protocol).
+
+    Returns ``{"MPJPE": root-relative (both poses translated so that joint ``root_joint``
+    coincides), "MPJPE absolute": world frame}``, each the mean over actions of the per-action
+    mean over frames and joints (mm), as the paper's tables average; and
+    ``"MPJPE, <action>"`` for every action present.
+    """
+    result = predict(predictor, data, views=views, batch_size=batch_size, device=device,
+                     models=models)
+    _, cols, rel = errors_table({"m": result}, data.actions, root_joint=root_joint)
+    _, _, ab = errors_table({"m": result}, data.actions, root_joint=None)
+    out = {"MPJPE": float(rel[0, -1]), "MPJPE absolute": float(ab[0, -1])}
+    out.update({f"MPJPE, {c}": float(v) for c, v in zip(cols[:-1], rel[0, :-1])})
+    return out

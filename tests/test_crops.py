@@ -1,0 +1,149 @@
+"""Person crops: boxes, crop cameras, resampling and normalisation (mvbook.crops)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from mvbook import crops
+from mvbook.geometry import Camera
+from mvbook.studio import render as Rn
+from mvbook.studio.appearance import RoomStyle
+from mvbook.studio.rigs import make_rig
+from mvbook.studio.scenes import plan_sequences, pose_sequence, profile_config
+
+
+@pytest.fixture(scope="module")
+def studio_frame(one_torch_thread):
+    """One rendered frame of the smoke studio: its cameras, 3D joints and rendered output."""
+    cfg = profile_config("smoke", "single", 0, image_size=(96, 96), actions=("walk",),
+                         frames=(1, 1))
+    rig = make_rig(cfg.rig, cfg.image_size, cfg.distortion)
+    style = RoomStyle.sample(torch.Generator().manual_seed(0), rig.room.outdoor)
+    renderer = Rn.Renderer(rig.cameras, rig.room, style)
+    plan = plan_sequences(cfg)[0]
+    prims, joints, looks = pose_sequence(plan)
+    lights = plan.lighting.vector().expand(joints.shape[0], -1)
+    out = renderer.render(prims.float(), looks, lights, joints.float())
+    return renderer.cameras, joints[0, 0].float(), out
+
+
+def test_crop_of_a_rendered_frame_lands_joints_on_the_crop_camera(studio_frame):
+    cameras, joints, out = studio_frame
+    uv = out.joints2d[0, :, 0].double()  # (C, J, 2): the renderer's projection of the joints
+    box = crops.square_boxes(out.bbox[0, :, 0].double(), 1.25)  # (C, 4)
+    cam = Camera(cameras.K.double(), cameras.R.double(), cameras.t.double())
+    crop_cam = crops.crop_camera(cam, box, 48)
+    projected = crop_cam.project(joints.double()[None].expand(len(box), -1, -1))
+    torch.testing.assert_close(projected, crops.crop_points(uv, box, 48), atol=1e-4, rtol=0)
+    # and the crop camera is Camera.crop, K' = A K
+    torch.testing.assert_close(crop_cam.K, cam.crop(box, (48, 48)).K)
+    assert crop_cam.image_size.tolist() == [[48, 48]] * len(box)
+
+
+def test_crop_samples_where_the_crop_camera_says():
+    # an image whose value is its own u (and v) coordinate: each crop pixel must hold the image
+    # coordinate that the inverse of crop_points assigns to its centre
+    H, W = 60, 80
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                          indexing="ij")
+    img = torch.stack([u, v, u + v])[None]
+    box = torch.tensor([[20.3, 11.7, 50.3, 41.7]])  # 30 px box, interior of the image
+    S = 12
+    out = crops.crop_images(img, box, S, supersample=1)[0]
+    i = torch.arange(S, dtype=torch.float32)
+    # crop pixel centre i -> image coordinate: invert u' = (u - x0 + 1/2) S / w - 1/2
+    u_src = (i + 0.5) * 30.0 / S + box[0, 0] - 0.5
+    v_src = (i + 0.5) * 30.0 / S + box[0, 1] - 0.5
+    torch.testing.assert_close(out[0], u_src[None].expand(S, S), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[1], v_src[:, None].expand(S, S), atol=1e-4, rtol=0)
+    # supersampling averages a linear image to the same values
+    torch.testing.assert_close(crops.crop_images(img, box, S, supersample=3)[0], out, atol=1e-4,
+                               rtol=0)
+    # the crop points of the same coordinates are the crop pixel indices
+    pts = torch.stack([u_src, v_src], -1)[None]
+    torch.testing.assert_close(crops.crop_points(pts, box, S)[0], torch.stack([i, i], -1),
+                               atol=1e-5, rtol=0)
+
+
+def test_crop_images_equals_opencv_warp_affine():
+    g = torch.Generator().manual_seed(0)
+    img = (torch.rand(1, 3, 50, 70, generator=g) * 255).round()
+    box = torch.tensor([[10.25, 5.5, 42.25, 37.5]])  # 32 px -> 24 px
+    S = 24
+    ours = crops.crop_images(img, box, S, supersample=1)[0].permute(1, 2, 0).numpy()
+    s = S / 32.0
+    # the same map as crop_points, as a 2x3 affine from image to crop pixels
+    A = np.array([[s, 0, (0.5 - 10.25) * s - 0.5], [0, s, (0.5 - 5.5) * s - 0.5]])
+    src = img[0].permute(1, 2, 0).numpy().astype(np.float32)
+    ref = cv2.warpAffine(src, A, (S, S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    # OpenCV quantises bilinear weights to 1/32: compare to that precision
+    np.testing.assert_allclose(ours, ref, atol=255 / 32)
+    assert np.abs(ours - ref).mean() < 1.0
+
+
+def test_uint8_crops_are_rounded_and_float_crops_keep_their_dtype():
+    img = torch.full((2, 3, 20, 20), 100, dtype=torch.uint8)
+    box = torch.tensor([[2.0, 2.0, 18.0, 18.0], [0.0, 0.0, 20.0, 20.0]])
+    out = crops.crop_images(img, box, 8)
+    assert out.dtype == torch.uint8 and out.shape == (2, 3, 8, 8)
+    assert int(out[0, :, 2:6, 2:6].min()) == 100
+    out64 = crops.crop_images(img.double(), box, 8)
+    assert out64.dtype == torch.float64
+
+
+def test_square_boxes_are_square_centred_and_scaled():
+    bbox = torch.tensor([[10.0, 20.0, 30.0, 60.0], [5.0, 5.0, 6.0, 6.0]])
+    sq = crops.square_boxes(bbox, 1.5)
+    side = sq[:, 2:] - sq[:, :2]
+    torch.testing.assert_close(side[:, 0], side[:, 1])
+    torch.testing.assert_close(side[:, 0], torch.tensor([60.0, 12.0]))  # 1.5 x 40; 1.5 x 8 (min)
+    torch.testing.assert_close((sq[:, :2] + sq[:, 2:]) / 2, (bbox[:, :2] + bbox[:, 2:]) / 2)
+
+
+def test_normalize_images_uses_the_named_statistics():
+    x = torch.zeros(1, 3, 2, 2, dtype=torch.uint8)
+    x[0, :, 0, 0] = 255
+    y = crops.normalize_images(x)
+    mean = torch.tensor(crops.IMAGE_MEAN)
+    std = torch.tensor(crops.IMAGE_STD)
+    torch.testing.assert_close(y[0, :, 1, 1], -mean / std)
+    torch.testing.assert_close(y[0, :, 0, 0], (1 - mean) / std)
+
+
+def test_heatmap_and_crop_pixels_round_trip_like_a_resize():
+    uv = torch.tensor([[0.0, 0.0], [15.0, 7.5]])
+    h = crops.crop_to_heatmap(uv, 16, 64)
+    torch.testing.assert_close(crops.heatmap_to_crop(h, 16, 64), uv)
+    cam = Camera(torch.eye(3), torch.eye(3), torch.zeros(3), image_size=(64, 64))
+    K = cam.resize((16, 16)).K
+    hom = torch.cat([uv, torch.ones(2, 1)], -1)
+    torch.testing.assert_close((hom @ K.T)[:, :2], h)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: crops.square_boxes(torch.zeros(3, 5)), "bbox must have shape (..., 4)"),
+        (lambda: crops.square_boxes(torch.zeros(3, 4), scale=0), "scale must be positive"),
+        (lambda: crops.crop_images(torch.zeros(2, 3, 8, 8), torch.zeros(3, 4), 4),
+         "boxes must have shape (2, 4)"),
+        (lambda: crops.crop_images(torch.zeros(3, 8, 8), torch.zeros(3, 4), 4),
+         "images must have shape (N, 3, H, W)"),
+        (lambda: crops.crop_images(torch.zeros(1, 3, 8, 8), torch.ones(1, 4), 0),
+         "size must be a positive int"),
+        (lambda: crops.crop_points(torch.zeros(4, 3), torch.zeros(4), 8),
+         "uv must have shape (..., N, 2)"),
+    ],
+)
+def test_bad_input_names_the_argument(call, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace(".", r"\.")):
+        call()
+
+
+def test_crop_camera_needs_a_camera():
+    with pytest.raises(TypeError, match="camera must be a mvbook.geometry.Camera"):
+        crops.crop_camera(torch.eye(3), torch.zeros(4), 8)
