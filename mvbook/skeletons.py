@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .validation import check_index, check_shape, check_tensor
+
 __all__ = [
     "H36M_17",
     "PANOPTIC_15",
@@ -99,8 +101,7 @@ class Skeleton:
                 raise ValueError(
                     f"bad joint pair ({a}, {b}) in skeleton {self.name!r} with {n} joints"
                 )
-        if not 0 <= self.root < n:
-            raise ValueError(f"root {self.root} out of range for {n} joints")
+        check_index(self.root, f"root of skeleton {self.name!r}", n, negative=False)
 
     @property
     def num_joints(self) -> int:
@@ -393,13 +394,10 @@ def conversion_table(src: str | Skeleton, dst: str | Skeleton) -> list[tuple[str
 
 
 def _check_joints(joints: object, skeleton: Skeleton, name: str = "joints") -> torch.Tensor:
-    if not isinstance(joints, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(joints).__name__}")
-    if joints.ndim < 2 or joints.shape[-2] != skeleton.num_joints:
-        raise ValueError(
-            f"{name} must have shape (..., {skeleton.num_joints}, D) for skeleton {skeleton.name!r}, "
-            f"got {tuple(joints.shape)}"
-        )
+    check_tensor(joints, name)
+    check_shape(
+        joints, name, f"(..., J, D) for skeleton {skeleton.name!r}", sizes={"J": skeleton.num_joints}
+    )
     return joints
 
 
@@ -415,9 +413,7 @@ def convert_joints(joints: torch.Tensor, src: str | Skeleton, dst: str | Skeleto
         when any source joint it uses is NaN (NaN inputs do not leak into other joints).
     """
     src_s, dst_s = get_skeleton(src), get_skeleton(dst)
-    joints = _check_joints(joints, src_s)
-    if not torch.is_floating_point(joints):
-        raise TypeError(f"joints must be floating point, got {joints.dtype}")
+    joints = check_tensor(_check_joints(joints, src_s), "joints", floating=True)
     m = mapping_matrix(src_s, dst_s, dtype=joints.dtype, device=joints.device)
     missing_row = torch.isnan(m).any(dim=1)  # (J_dst,)
     m = torch.nan_to_num(m, nan=0.0)
@@ -438,10 +434,10 @@ def convert_mask(mask: torch.Tensor, src: str | Skeleton, dst: str | Skeleton) -
     uses is valid.
     """
     src_s, dst_s = get_skeleton(src), get_skeleton(dst)
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"mask must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.ndim < 1 or mask.shape[-1] != src_s.num_joints:
-        raise ValueError(f"mask must have shape (..., {src_s.num_joints}), got {tuple(mask.shape)}")
+    check_tensor(mask, "mask")
+    check_shape(
+        mask, "mask", f"(..., J) for skeleton {src_s.name!r}", sizes={"J": src_s.num_joints}
+    )
     m = mapping_matrix(src_s, dst_s, dtype=torch.float32, device=mask.device)
     missing_row = torch.isnan(m).any(dim=1)
     used = (torch.nan_to_num(m, nan=0.0) != 0).float()
@@ -479,10 +475,7 @@ def flip_joints(
         out = out.clone()
         out[..., 0] = (int(image_width) - 1) - out[..., 0]
     elif axis is not None:
-        if not -joints.shape[-1] <= axis < joints.shape[-1]:
-            raise ValueError(
-                f"axis must index the last dimension (size {joints.shape[-1]}), got {axis}"
-            )
+        axis = check_index(axis, "axis (of the coordinates)", joints.shape[-1])
         out = out.clone()
         out[..., axis] = -out[..., axis]
     return out
