@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .validation import check_choice, check_positive, check_shape, check_tensor
+
 __all__ = [
     "AGGREGATIONS",
     "aggregate",
@@ -40,6 +42,11 @@ AGGREGATIONS = ("sum", "conf", "softmax")
 
 def _as_tensor(x, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(x, dtype=like.dtype, device=like.device)
+
+
+def _pattern(batch: Sequence[int], *dims: str) -> str:
+    """A shape pattern with a concrete batch: ``_pattern((2,), "C", "3") == "(2, C, 3)"``."""
+    return f"({', '.join([*(str(b) for b in batch), *dims])})"
 
 
 def make_grid(
@@ -62,12 +69,10 @@ def make_grid(
         ``(x_w, y_h, z_d)`` with ``x_i = (i + 0.5) * L / R - L / 2``, rotated by ``yaw`` and
         shifted by ``center``.
     """
-    if not isinstance(center, torch.Tensor) or center.shape[-1:] != (3,):
-        raise ValueError(f"center must be a tensor of shape (..., 3), got {getattr(center, 'shape', center)}")
-    if not isinstance(resolution, int) or resolution < 1:
-        raise ValueError(f"resolution must be a positive int, got {resolution!r}")
-    if not float(size) > 0:
-        raise ValueError(f"size must be positive (mm), got {size!r}")
+    check_tensor(center, "center")
+    check_shape(center, "center", "(..., 3)")
+    resolution = int(check_positive(resolution, "resolution", integer=True))
+    check_positive(size, "size")
     lin = (torch.arange(resolution, dtype=center.dtype, device=center.device) + 0.5) * (
         float(size) / resolution
     ) - float(size) / 2
@@ -107,10 +112,8 @@ def project_grid(grid: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, tor
         ``uv (..., C, D, H, W, 2)`` pixels and ``depth (..., C, D, H, W)`` (the homogeneous
         third coordinate; positive in front of the camera). Points with ``depth <= 0`` get NaN uv.
     """
-    if P.shape[-2:] != (3, 4):
-        raise ValueError(f"P must have shape (..., C, 3, 4), got {tuple(P.shape)}")
-    if grid.ndim < 4 or grid.shape[-1] != 3:
-        raise ValueError(f"grid must have shape (..., D, H, W, 3), got {tuple(grid.shape)}")
+    check_shape(P, "P", "(..., C, 3, 4)")
+    check_shape(grid, "grid", "(..., D, H, W, 3)")
     spatial = grid.shape[-4:-1]
     pts = grid.flatten(-4, -2)  # (..., N, 3)
     hom = torch.cat([pts, torch.ones_like(pts[..., :1])], dim=-1)  # (..., N, 4)
@@ -144,22 +147,15 @@ def unproject(
         ``volumes (B..., C, K, D, H, W)`` and ``valid (B..., C, D, H, W)`` bool: voxels in front of
         the camera whose projection lies inside the image. Invalid voxels are zero.
     """
-    if features.ndim < 4:
-        raise ValueError(f"features must have shape (..., C, K, h, w), got {tuple(features.shape)}")
-    if not features.is_floating_point():
-        raise TypeError(f"features must be a floating tensor, got {features.dtype}")
+    dims = check_shape(features, "features", "(..., C, K, h, w)")
+    check_tensor(features, "features", floating=True)
     batch = features.shape[:-4]
     C, K, h, w = features.shape[-4:]
-    if P.shape != (*batch, C, 3, 4):
-        raise ValueError(f"P must have shape {(*batch, C, 3, 4)}, got {tuple(P.shape)}")
-    if grid.shape[:-4] != batch or grid.shape[-1] != 3:
-        raise ValueError(
-            f"grid must have shape {(*batch, 'D', 'H', 'W', 3)}, got {tuple(grid.shape)}"
-        )
+    check_shape(P, "P", _pattern(batch, "C", "3", "4"), sizes=dims)
+    check_shape(grid, "grid", _pattern(batch, "D", "H", "W", "3"))
     D, H, W = grid.shape[-4:-1]
     size = torch.as_tensor(image_size, dtype=features.dtype, device=features.device)
-    if size.shape[-1:] != (2,):
-        raise ValueError(f"image_size must be (W, H) or (..., C, 2), got {tuple(size.shape)}")
+    check_shape(size, "image_size", "(..., 2) = (W, H), or (..., C, 2) per view")
     uv, depth = project_grid(grid.to(P.dtype), P)  # (B..., C, D, H, W, 2)
     uv = uv.to(features.dtype)
     size = size.expand(*batch, C, 2)[..., None, None, None, :]
@@ -200,17 +196,13 @@ def aggregate(
     Returns:
         ``(..., K, D, H, W)``.
     """
-    if volumes.ndim < 5:
-        raise ValueError(f"volumes must have shape (..., C, K, D, H, W), got {tuple(volumes.shape)}")
-    if mode not in AGGREGATIONS:
-        raise ValueError(f"mode must be one of {AGGREGATIONS}, got {mode!r}")
+    check_tensor(volumes, "volumes")
+    dims = check_shape(volumes, "volumes", "(..., C, K, D, H, W)")
+    check_choice(mode, "mode", AGGREGATIONS)
     vmask = None
     if valid is not None:
-        if valid.shape != volumes.shape[:-4] + volumes.shape[-3:]:
-            raise ValueError(
-                f"valid must have shape {tuple(volumes.shape[:-4] + volumes.shape[-3:])}, "
-                f"got {tuple(valid.shape)}"
-            )
+        check_tensor(valid, "valid")
+        check_shape(valid, "valid", _pattern(volumes.shape[:-5], "C", "D", "H", "W"), sizes=dims)
         vmask = valid.unsqueeze(-4)  # (..., C, 1, D, H, W)
     if mode == "sum":
         return volumes.sum(dim=-5)
