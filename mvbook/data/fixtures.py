@@ -1,8 +1,11 @@
-"""Tiny synthetic rigs and samples in the common format (for tests and offline examples).
+"""Tiny synthetic rigs, poses and samples in the common format (for chapters, tests and examples).
 
-:func:`look_at_rig` builds OpenCV-style cameras on a circle looking at the origin;
-:func:`synthetic_samples` yields complete samples (random persons standing inside the rig,
-projected with distortion) that :func:`mvbook.data.format.write_dataset` accepts.
+:func:`h36m_like_rig` is the four-camera Human3.6M-like rig of chapters 1-4 (a
+:class:`~mvbook.geometry.Camera` of batch ``(4,)``) and :func:`standing_pose` the standing
+Human3.6M-17 person in its middle; :func:`look_at_rig` builds OpenCV-style cameras on a circle
+looking at the origin; :func:`synthetic_samples` yields complete samples (random persons standing
+inside the rig, projected with distortion) that :func:`mvbook.data.format.write_dataset` accepts.
+Units: mm, world ``z`` up, ``x_cam = R X + t``.
 """
 
 from __future__ import annotations
@@ -10,8 +13,73 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 
 from mvbook.data.projection import complete_annotations
+from mvbook.geometry import Camera
+
+#: ``(width, height)`` px of the images of :func:`h36m_like_rig`.
+H36M_LIKE_IMAGE_SIZE: tuple[int, int] = (1000, 1000)
+#: Camera centres (mm) of :func:`h36m_like_rig`: near the corners of a room, at about chest height.
+H36M_LIKE_EYES: tuple[tuple[float, float, float], ...] = (
+    (3400.0, 3200.0, 1550.0), (-3300.0, 3400.0, 1650.0),
+    (-3500.0, -3100.0, 1500.0), (3200.0, -3500.0, 1700.0),
+)
+#: The point (mm) every camera of :func:`h36m_like_rig` looks at.
+H36M_LIKE_TARGET: tuple[float, float, float] = (0.0, 0.0, 1000.0)
+#: Focal lengths (px) of the cameras of :func:`h36m_like_rig`.
+H36M_LIKE_FOCALS: tuple[float, ...] = (1145.0, 1150.0, 1140.0, 1148.0)
+
+#: Human3.6M-17 joints (mm, z up) of a person standing at the origin, facing ``+y`` (their right
+#: is ``+x``), right arm raised so that left and right are easy to tell apart.
+STANDING_POSE_H36M17: tuple[tuple[float, float, float], ...] = (
+    (0.0, 0.0, 950.0),        # 0 pelvis
+    (130.0, 0.0, 945.0),      # 1 r_hip
+    (145.0, 30.0, 510.0),     # 2 r_knee
+    (150.0, -20.0, 85.0),     # 3 r_ankle
+    (-130.0, 0.0, 945.0),     # 4 l_hip
+    (-150.0, 60.0, 505.0),    # 5 l_knee
+    (-160.0, 0.0, 85.0),      # 6 l_ankle
+    (0.0, 10.0, 1180.0),      # 7 spine
+    (0.0, 0.0, 1420.0),       # 8 thorax
+    (0.0, 60.0, 1510.0),      # 9 neck_nose
+    (0.0, 20.0, 1640.0),      # 10 head
+    (-180.0, -10.0, 1400.0),  # 11 l_shoulder
+    (-250.0, 20.0, 1130.0),   # 12 l_elbow
+    (-290.0, 110.0, 900.0),   # 13 l_wrist
+    (180.0, -10.0, 1400.0),   # 14 r_shoulder
+    (320.0, 60.0, 1560.0),    # 15 r_elbow
+    (360.0, 140.0, 1820.0),   # 16 r_wrist
+)
+
+
+def h36m_like_rig(
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device | None = None,
+    dist: Sequence[float] | None = None,
+) -> Camera:
+    """The Human3.6M-like rig of chapters 1-4: a :class:`~mvbook.geometry.Camera` of batch ``(4,)``.
+
+    Four cameras at :data:`H36M_LIKE_EYES` (about 4.7 m from the subject, 1.5-1.7 m high) look at
+    :data:`H36M_LIKE_TARGET` with world ``z`` up at the image top (``Camera.look_at``), focal
+    lengths :data:`H36M_LIKE_FOCALS` px, principal points at the image centres, images
+    :data:`H36M_LIKE_IMAGE_SIZE` = 1000 x 1000 px. Shapes: ``K (4, 3, 3)`` px, ``R (4, 3, 3)``,
+    ``t (4, 3)`` mm, ``image_size (4, 2)``. ``dist``: optional ``(k1, k2, p1, p2, k3)`` shared
+    by all four cameras (default an ideal pinhole).
+    """
+    eyes = torch.tensor(H36M_LIKE_EYES, dtype=dtype, device=device)
+    target = torch.tensor(H36M_LIKE_TARGET, dtype=dtype, device=device)
+    focal = torch.tensor(H36M_LIKE_FOCALS, dtype=dtype, device=device)
+    d = None if dist is None else torch.tensor(dist, dtype=dtype, device=device).expand(4, 5)
+    return Camera.look_at(eyes, target, focal=focal, image_size=H36M_LIKE_IMAGE_SIZE, dist=d)
+
+
+def standing_pose(
+    dtype: torch.dtype = torch.float64, device: str | torch.device | None = None
+) -> torch.Tensor:
+    """``(17, 3)`` mm: :data:`STANDING_POSE_H36M17`, a standing Human3.6M-17 person (``"h36m17"``
+    joint order, pelvis at 95 cm, head top at 1.64 m, right wrist raised to 1.82 m)."""
+    return torch.tensor(STANDING_POSE_H36M17, dtype=dtype, device=device)
 
 
 def look_at_rig(
