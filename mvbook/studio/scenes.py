@@ -17,7 +17,7 @@ import torch
 
 from mvbook.runtime import by_profile, check_profile
 from mvbook.studio import motion
-from mvbook.studio.appearance import Lighting, SubjectLook
+from mvbook.studio.appearance import Lighting, RoomStyle, SubjectLook
 from mvbook.studio.body import BodyModel, BodyShape, Primitives, build_body, pose_body
 
 TRAIN_SUBJECTS: tuple[str, ...] = ("S1", "S5", "S6", "S7", "S8")
@@ -168,10 +168,27 @@ def profile_config(profile: str = "quick", scene: str = "single", seed: int = 0,
 
 
 # --------------------------------------------------------------------------------- identities
-def _generator(*keys: object) -> torch.Generator:
+def seeded_generator(*keys: object) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded from ``keys`` (e.g. ``("room", seed, "h36m")``).
+
+    The same keys always give the same stream, different keys independent ones: this is how the
+    studio draws every subject, sequence, scene and room from one configuration seed.
+    """
     text = "/".join(str(k) for k in keys)
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 62) - 1)
     return torch.Generator().manual_seed(seed)
+
+
+_generator = seeded_generator
+
+
+def room_style(seed: int = 0, rig: str = "h36m", outdoor: bool = False) -> RoomStyle:
+    """The room look (walls, floor, facades) the studio gives rig ``rig`` for ``seed``.
+
+    The same style :func:`mvbook.studio.build_studio` renders that rig's backgrounds with; pass
+    ``outdoor=rig_spec.room.outdoor`` (``True`` for the Campus-like rig).
+    """
+    return RoomStyle.sample(seeded_generator("room", seed, rig), outdoor)
 
 
 @dataclass(frozen=True)
