@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from mvbook.data.format import SAMPLE_KEYS, verify_dataset
+from mvbook.data.spec import SAMPLE_KEYS
+from mvbook.data.verify import verify_dataset
 from mvbook.studio import build_studio, open_data, profile_config
 
 

@@ -1,7 +1,8 @@
 """Multiview datasets: the common on-disk sample format, its reader, and converters.
 
-``mvbook.data.format`` defines the format (:data:`SAMPLE_KEYS`), the streaming
-:class:`DatasetWriter`, the torch :class:`MultiviewDataset` and :func:`collate_samples`;
+``mvbook.data.spec`` defines the format (:data:`SAMPLE_KEYS`, the manifest, :func:`read_manifest`);
+``mvbook.data.format`` the streaming :class:`DatasetWriter`, the torch :class:`MultiviewDataset`
+and :func:`collate_samples`;
 ``mvbook.data.projection`` the numpy camera helpers that derive 2D annotations from 3D joints
 (:func:`complete_annotations`); ``mvbook.data.verify`` checks a folder (:func:`verify_dataset`).
 Converters for Human3.6M, MPI-INF-3DHP, CMU Panoptic, Shelf and Campus live in
@@ -12,18 +13,9 @@ in ``data_scripts/`` (see docs/datasets.md).
 from __future__ import annotations
 
 from mvbook.data.format import (
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    META_KEYS,
-    OPTIONAL_KEYS,
-    REQUIRED_KEYS,
-    SAMPLE_KEYS,
-    DatasetFormatError,
     DatasetWriter,
-    KeySpec,
     MultiviewDataset,
     collate_samples,
-    read_manifest,
     sample_cameras,
     write_dataset,
 )
@@ -32,6 +24,17 @@ from mvbook.data.projection import (
     complete_annotations,
     project_points_np,
     resize_intrinsics,
+)
+from mvbook.data.spec import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    META_KEYS,
+    OPTIONAL_KEYS,
+    REQUIRED_KEYS,
+    SAMPLE_KEYS,
+    DatasetFormatError,
+    KeySpec,
+    read_manifest,
 )
 from mvbook.data.verify import VerifyReport, verify_dataset
 

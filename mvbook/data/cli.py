@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mvbook.data.common import MissingRawDataError, parse_image_size
 from mvbook.data.download import DownloadError, verify_against_ledger
-from mvbook.data.format import MANIFEST, DatasetFormatError
+from mvbook.data.spec import MANIFEST, DatasetFormatError
 from mvbook.data.verify import verify_dataset
 
 DATASET_NAMES = ("panoptic", "shelf", "campus", "h36m", "mpi_inf_3dhp")

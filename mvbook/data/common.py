@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from mvbook.data.format import DatasetFormatError, DatasetWriter
+from mvbook.data.format import DatasetWriter
 from mvbook.data.projection import complete_annotations, resize_intrinsics
+from mvbook.data.spec import DatasetFormatError
 
 
 class MissingRawDataError(FileNotFoundError):

@@ -26,23 +26,22 @@ Conventions (DESIGN.md): millimetres, world z up; ``x_cam = R @ X + t``; pixel `
 ``(0, 0)`` the centre of the top-left pixel; image sizes are ``(width, height)``; distortion
 coefficients are ``(k1, k2, p1, p2, k3)`` of the OpenCV model.
 
-This module holds the spec (:data:`SAMPLE_KEYS`), the writer (:class:`DatasetWriter`,
-:func:`write_dataset`) and the reader (:func:`read_manifest`, :class:`MultiviewDataset`,
-:func:`collate_samples`). The numpy camera helpers that derive 2D annotations from 3D joints
+This module holds the writer (:class:`DatasetWriter`, :func:`write_dataset`) and the reader
+(:class:`MultiviewDataset`, :func:`collate_samples`). The spec itself (:data:`SAMPLE_KEYS`,
+:data:`META_KEYS`, :class:`KeySpec`, the manifest constants and :func:`read_manifest`) is in
+:mod:`mvbook.data.spec`; the numpy camera helpers that derive 2D annotations from 3D joints
 (:func:`complete_annotations`, :func:`project_points_np`, ...) are in
-:mod:`mvbook.data.projection`, and :func:`verify_dataset` in :mod:`mvbook.data.verify`; both
-stay importable from here.
+:mod:`mvbook.data.projection` and stay importable from here; the checker
+:func:`verify_dataset` is in :mod:`mvbook.data.verify`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,125 +54,35 @@ from mvbook.data.projection import (  # noqa: F401 - also importable from here
     project_points_np,
     resize_intrinsics,
 )
+from mvbook.data.spec import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    MANIFEST,
+    META_KEYS,  # noqa: F401 - importable from here, as notebooks do
+    OPTIONAL_KEYS,
+    SAMPLE_KEYS,
+    STRING_META,
+    DatasetFormatError,
+    partial_dir,
+    read_manifest,
+    resolve_shape,
+    sha256_file,
+)
 
-FORMAT_NAME = "mvbook-multiview"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-PARTIAL_SUFFIX = ".partial"
 _STATE = "_writer_state.json"
 _WRITTEN = "_written.npy"
 _STR_WIDTH = 64  # max characters of subject/action/sequence/split strings while writing
 
 
-@dataclass(frozen=True)
-class KeySpec:
-    """Specification of one sample key.
-
-    ``shape`` names the per-sample dimensions (symbols ``C`` views, ``P`` persons, ``J`` joints,
-    ``H``/``W`` image height/width; integers are fixed sizes); on disk the array has an extra
-    leading dimension ``N`` (unless ``static``: stored once for the whole dataset).
-    """
-
-    shape: tuple[str | int, ...]
-    dtype: str
-    units: str
-    description: str
-    required: bool = True
-    static: bool = False
-
-
-SAMPLE_KEYS: dict[str, KeySpec] = {
-    "images": KeySpec(("C", 3, "H", "W"), "uint8", "0..255", "RGB images, one per view"),
-    "K": KeySpec(("C", 3, 3), "float32", "px", "intrinsics of the resized images"),
-    "R": KeySpec(("C", 3, 3), "float32", "", "world-to-camera rotation, x_cam = R @ X + t"),
-    "t": KeySpec(("C", 3), "float32", "mm", "world-to-camera translation"),
-    "dist": KeySpec(("C", 5), "float32", "", "distortion (k1, k2, p1, p2, k3), zeros if none"),
-    "image_size": KeySpec(("C", 2), "int64", "px", "(width, height) of each view"),
-    "joints3d": KeySpec(("P", "J", 3), "float32", "mm", "3D joints, world frame, z up"),
-    "person_valid": KeySpec(("P",), "bool", "", "True for real persons, False for padding"),
-    "joints2d": KeySpec(
-        ("C", "P", "J", 2), "float32", "px", "joints3d projected into each (distorted) image"
-    ),
-    "visibility": KeySpec(
-        ("C", "P", "J"),
-        "bool",
-        "",
-        "joint valid, in front of the camera and inside the image; where the source "
-        "knows occlusion (the studio), also not hidden by a body",
-    ),
-    "bbox": KeySpec(("C", "P", 4), "float32", "px", "person box (x0, y0, x1, y1) per view"),
-    # optional
-    "joints3d_valid": KeySpec(
-        ("P", "J"), "bool", "", "joint annotated (e.g. Panoptic confidence > 0.1)", False
-    ),
-    "masks": KeySpec(
-        ("C", "H", "W"), "uint8", "id", "instance ids: 0 background, p + 1 person p", False
-    ),
-    "depth": KeySpec(("C", "H", "W"), "float32", "mm", "camera depth, 0 = no surface", False),
-    "iuv": KeySpec(
-        ("C", 3, "H", "W"),
-        "float32",
-        "",
-        "dense surface coords: part index I (0 = bg), U, V",
-        False,
-    ),
-    "background": KeySpec(
-        ("C", 3, "H", "W"), "uint8", "0..255", "static background per camera", False, True
-    ),
-}
-"""The documented sample spec: key -> :class:`KeySpec` (shape, dtype, units, description)."""
-
-META_KEYS: dict[str, str] = {
-    "index": "int: position of the sample in its dataset folder",
-    "frame": "int: frame number in the source sequence",
-    "subject": "str: subject id (e.g. 'S1')",
-    "action": "str: action name ('' if none)",
-    "sequence": "str: sequence name",
-    "skeleton": "str: skeleton name of joints3d (see mvbook.skeletons)",
-}
-"""Metadata returned with every sample (not tensors)."""
-
-STRING_META = ("subject", "action", "sequence", "split")
-REQUIRED_KEYS = tuple(k for k, s in SAMPLE_KEYS.items() if s.required)
-OPTIONAL_KEYS = tuple(k for k, s in SAMPLE_KEYS.items() if not s.required)
-
-
-class DatasetFormatError(ValueError):
-    """A dataset folder is missing, incomplete or inconsistent."""
-
-
 # --------------------------------------------------------------------------------------------
-# small helpers used by the writer, the reader and the verifier
+# small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def resolve_shape(key: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
-    """Concrete per-sample shape of ``key`` given ``sizes`` (keys ``C, P, J, H, W``)."""
-    if key not in SAMPLE_KEYS:
-        raise KeyError(f"unknown sample key {key!r}; known: {sorted(SAMPLE_KEYS)}")
-    return tuple(sizes[d] if isinstance(d, str) else int(d) for d in SAMPLE_KEYS[key].shape)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 def _to_numpy(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return np.asarray(value)
-
-
-def _partial_dir(root: Path) -> Path:
-    return root.parent / f".{root.name}{PARTIAL_SUFFIX}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +204,7 @@ class DatasetWriter:
             "fingerprint": fingerprint,
         }
         self.provenance = dict(provenance or {})
-        self.tmp = _partial_dir(self.root)
+        self.tmp = partial_dir(self.root)
         self._closed = False
         self._open(resume)
 
@@ -561,30 +470,6 @@ def write_dataset(
 # --------------------------------------------------------------------------------------------
 
 
-def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
-    """Load ``manifest.json`` of a dataset folder with a clear error when it is not one."""
-    root = Path(root).expanduser()
-    path = root / MANIFEST
-    if not path.exists():
-        hint = ""
-        if _partial_dir(root).exists():
-            hint = (
-                f"; an interrupted conversion left {_partial_dir(root)}: rerun the conversion "
-                "command to resume it"
-            )
-        elif not root.exists():
-            hint = "; the folder does not exist (see docs/datasets.md to get and convert data)"
-        raise DatasetFormatError(f"{root} is not an mvbook dataset: no {MANIFEST}{hint}")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT_NAME:
-        raise DatasetFormatError(f"{path}: format {manifest.get('format')!r} != {FORMAT_NAME!r}")
-    if int(manifest.get("version", -1)) > FORMAT_VERSION:
-        raise DatasetFormatError(
-            f"{path}: format version {manifest['version']} is newer than this reader ({FORMAT_VERSION})"
-        )
-    return manifest
-
-
 class MultiviewDataset(torch.utils.data.Dataset):
     """A torch Dataset over a converted dataset folder (memory-mapped, lazy).
 
@@ -761,7 +646,3 @@ def sample_cameras(sample: Mapping[str, Any]):
         image_size=sample["image_size"],
     )
 
-
-# verify_dataset reads datasets through this module, so it is imported last; its names stay
-# importable from here.
-from mvbook.data.verify import VerifyReport, verify_dataset  # noqa: E402, F401

@@ -2,7 +2,7 @@
 
 :func:`verify_dataset` reads the folder's ``manifest.json`` and every array it lists (memory
 mapped) and reports, in a :class:`VerifyReport`, every problem it finds: missing or unreadable
-files, shapes and dtypes that disagree with :data:`mvbook.data.format.SAMPLE_KEYS` or the
+files, shapes and dtypes that disagree with :data:`mvbook.data.spec.SAMPLE_KEYS` or the
 manifest, checksum mismatches, string ids outside their vocabularies, non-finite cameras or
 non-orthonormal rotations, inverted boxes, and stored ``joints2d`` that differ from
 ``joints3d`` projected with the stored cameras. ``mvbook data check`` runs it, and
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mvbook.data.format import (
+from mvbook.data.projection import project_points_np
+from mvbook.data.spec import (
     REQUIRED_KEYS,
     SAMPLE_KEYS,
     STRING_META,
@@ -26,7 +27,6 @@ from mvbook.data.format import (
     resolve_shape,
     sha256_file,
 )
-from mvbook.data.projection import project_points_np
 
 
 @dataclass
