@@ -7,6 +7,8 @@ import math
 import pytest
 import torch
 
+from mvbook.crops import crop_camera, crop_points
+from mvbook.geometry import Camera
 from mvbook.methods import weak25d as W
 from mvbook.skeletons import H36M_17
 
@@ -80,20 +82,14 @@ def test_reconstruction_validates_inputs():
 
 
 def test_crop_intrinsics_match_cropped_points():
+    # the 2.5D pose of the crop camera's view is the crop of the image's 2.5D pose
     X = human_poses(8)
-    uv, _ = W.pose_to_25d(X, K.expand(8, 3, 3))
+    uv, zr = W.pose_to_25d(X, K.expand(8, 3, 3))
     box = torch.tensor([300.0, 200.0, 700.0, 600.0], dtype=torch.float64).expand(8, 4)
-    Kc = W.crop_intrinsics(K.expand(8, 3, 3), box, 64)
-    uv_c, _ = W.pose_to_25d(X, Kc)
-    assert torch.allclose(uv_c, W.crop_points(uv, box, 64), atol=1e-9)
-    # the crop of an image holding a single bright pixel puts it where crop_points says
-    img = torch.zeros(1, 3, 100, 120, dtype=torch.float32)
-    img[0, :, 40, 70] = 1.0
-    b = torch.tensor([[50.0, 20.0, 90.0, 60.0]])  # 40 px wide -> 40 px crop: identity scale
-    crop = W.crop_views(img, b, 40)
-    v, u = divmod(int(crop[0, 0].argmax()), 40)
-    expect = W.crop_points(torch.tensor([[[70.0, 40.0]]]), b, 40)[0, 0]
-    assert (u, v) == (round(float(expect[0])), round(float(expect[1])))
+    cam = Camera(K.expand(8, 3, 3), torch.eye(3, dtype=torch.float64), torch.zeros(3))
+    uv_c, zr_c = W.pose_to_25d(X, crop_camera(cam, box, 64).K)
+    torch.testing.assert_close(uv_c, crop_points(uv, box, 64), atol=1e-9, rtol=0)
+    torch.testing.assert_close(zr_c, zr)
 
 
 def test_consistency_zero_for_rigid_copies_and_positive_otherwise():
@@ -131,20 +127,20 @@ def test_limb_length_prior():
 
 
 def test_network_shapes_and_2d_loss():
-    cfg = W.Weak25DConfig(crop_size=32)
+    cfg = W.Config(crop_size=32)
     net = W.Weak25DNet(17, cfg)
     out = net(torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8))
     h = cfg.heatmap_size
-    assert out["uv"].shape == (3, 17, 2) and out["zr"].shape == (3, 17)
+    assert out["joints2d"].shape == (3, 17, 2) and out["zr"].shape == (3, 17)
     assert out["log_prob"].shape == (3, 17, h, h)
     assert torch.allclose(out["log_prob"].exp().flatten(-2).sum(-1), torch.ones(3, 17), atol=1e-5)
-    loss, logs = W.heatmap_loss(out, out["uv"].detach(), torch.ones(3, 17, dtype=torch.bool))
+    loss, logs = W.heatmap_loss(out, out["joints2d"].detach(), torch.ones(3, 17, dtype=torch.bool))
     assert loss.item() > 0 and logs["l2d_coord"].item() < 1e-6
 
 
 def synthetic_sets(n: int = 32, views: int = 4, size: int = 32):
     """Images that encode the joints as bright dots (a learnable toy)."""
-    cfg = W.Weak25DConfig(crop_size=size)
+    cfg = W.Config(crop_size=size)
     h = cfg.heatmap_size
     X = human_poses(n).float()
     Kh = torch.tensor([[h * 1.2, 0.0, (h - 1) / 2], [0.0, h * 1.2, (h - 1) / 2], [0.0, 0.0, 1.0]])
@@ -182,10 +178,10 @@ def test_short_training_lowers_the_loss(mode):
 
 
 def test_root_depth_is_zero_and_distance_prior():
-    cfg = W.Weak25DConfig(crop_size=32)
+    cfg = W.Config(crop_size=32)
     net = W.Weak25DNet(17, cfg)
     out = net(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
-    assert torch.equal(out["zr"][:, cfg.root], torch.zeros(2))
+    assert torch.equal(out["zr"][:, cfg.root_joint], torch.zeros(2))
     X = human_poses(4)
     uv, zr = W.pose_to_25d(X, K.expand(4, 3, 3))
     # real people are ~10 reference bones away: the prior is inactive
@@ -255,13 +251,13 @@ def test_weak_loss_stop_gradient_at_2d(mc_2d_grad):
     batch = next(iter(W.WeakBatches(imgs, mv, 2, 2)))
     n = 2 + 2 * mv.images.shape[1]
     h = cfg.heatmap_size
-    uv = (imgs.uv[:1].expand(n, 17, 2) + 0.3 * torch.randn(n, 17, 2)).requires_grad_(True)
+    uv = (imgs.joints2d[:1].expand(n, 17, 2) + 0.3 * torch.randn(n, 17, 2)).requires_grad_(True)
     zr = (0.1 * torch.randn(n, 17)).requires_grad_(True)
     log_prob = torch.log_softmax(torch.randn(n, 17, h * h), -1).view(n, 17, h, h)
 
     class Stub(torch.nn.Module):
         def forward(self, images):
-            return {"uv": uv, "zr": zr, "log_prob": log_prob}
+            return {"joints2d": uv, "zr": zr, "log_prob": log_prob}
 
     loss, _ = W.make_loss("weak", cfg, prior)(Stub(), batch)
     loss.backward()
