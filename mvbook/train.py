@@ -60,7 +60,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mvbook.runtime import resolve_device
+from mvbook.runtime import resolve_device, seed_everything
 
 __all__ = [
     "TrainConfig",
@@ -392,12 +392,6 @@ def _set_rng_state(state: Mapping[str, Any], data: Any) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))  # noqa: NPY002
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
 # --------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------
@@ -607,7 +601,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iter
     info, device, created_group = _init_distributed(device)
     amp = resolve_amp(config.amp, device)
     if config.seed is not None:
-        _seed_all(config.seed + 0)  # the same seed on every rank: identical initial replicas
+        # the same seed on every rank: identical initial replicas. The deterministic-kernel
+        # switch is left as the caller set it (train() never changed it).
+        seed_everything(config.seed, deterministic=False)
 
     model.to(device)
     model.train()
