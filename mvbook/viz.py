@@ -24,6 +24,7 @@ separated by ``None`` for plotly.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ from mvbook.geometry import Camera
 from mvbook.skeletons import Skeleton, get_skeleton
 
 __all__ = [
-    "CAMERA_COLORS",
+    "PALETTE",
     "SIDE_COLORS",
     "bone_segments",
     "camera_traces",
@@ -52,8 +53,9 @@ __all__ = [
 
 #: Colours of the left, right and central bones and joints (matplotlib and plotly).
 SIDE_COLORS: dict[str, str] = {"left": "#1f77b4", "right": "#d62728", "center": "#2ca02c"}
-#: Colours of cameras ``0, 1, ...`` (matplotlib's ``C0, C1, ...``), cycled.
-CAMERA_COLORS: tuple[str, ...] = (
+#: Categorical colours (matplotlib's ``C0, C1, ...``): cameras ``0, 1, ...`` by default, and any
+#: set of poses or methods drawn side by side.
+PALETTE: tuple[str, ...] = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf",
 )
@@ -230,6 +232,7 @@ def draw_skeleton_2d(
         ax.set_xlim(-0.5, w - 0.5)
         ax.set_ylim(h - 0.5, -0.5)                                                # v grows down
         ax.set_aspect("equal")
+        ax.grid(False)
     return artists
 
 
@@ -343,6 +346,7 @@ def image_grid(
                              **dict(skeleton_kw or {}))
         if titles is not None:
             ax.set_title(titles[i], fontsize=9)
+        ax.grid(False)
         ax.set_xticks([])
         ax.set_yticks([])
     if suptitle is not None:
@@ -446,7 +450,7 @@ def camera_traces(
         depth: frustum depth in mm; default a fifth of the mean distance of the centres from
             their centroid (500 mm for a single camera).
         names: ``C`` camera names (legend, labels), default ``"camera c"``.
-        colors: one colour or ``C`` colours, default :data:`CAMERA_COLORS`.
+        colors: one colour or ``C`` colours, default :data:`PALETTE`.
         axes: also draw each camera's ``x`` (red, image right), ``y`` (green, image down) and
             ``z`` (blue, viewing direction) axes, ``axis_length`` mm long (default ``depth / 2``).
         labels: write the names next to the centres.
@@ -477,7 +481,7 @@ def camera_traces(
     if len(names) != C:
         raise ValueError(f"names must have one entry per camera ({C}), got {len(names)}")
     if colors is None:
-        cols = [CAMERA_COLORS[c % len(CAMERA_COLORS)] for c in range(C)]
+        cols = [PALETTE[c % len(PALETTE)] for c in range(C)]
     elif isinstance(colors, str):
         cols = [colors] * C
     else:
@@ -567,6 +571,8 @@ def _trace_points(trace: Any) -> np.ndarray:
         values = getattr(trace, key, None)
         if values is None:
             return np.zeros((0, 3))
+        if isinstance(values, Mapping) and "bdata" in values:               # plotly's binary JSON
+            values = np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
         arr = np.asarray(values, dtype=object).reshape(-1)
         arr[np.equal(arr, None)] = np.nan
         cols.append(arr.astype(np.float64))
