@@ -126,7 +126,7 @@ def _parse_pattern(pattern: str) -> tuple[tuple[str | int, ...], int | None]:
             if ellipsis is not None:
                 raise ValueError(f"shape pattern {pattern!r} has more than one '*' or '...'")
             ellipsis = len(tokens)
-        elif tok.lstrip("-").isdigit():
+        elif tok.isdigit():
             tokens.append(int(tok))
         elif tok.isidentifier():
             tokens.append(tok)
