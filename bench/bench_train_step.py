@@ -8,16 +8,18 @@ bench/RESULTS.md. Usage: ``.venv/bin/python bench/bench_train_step.py [--steps N
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mvbook.crops import crop_camera, normalize_images
 from mvbook.data.fixtures import look_at_rig
+from mvbook.geometry import Camera
 from mvbook.methods import learnable_triangulation as lt
 from mvbook.methods import weak25d as W
 from mvbook.nn.backbones import BackboneConfig, SimpleBaseline
@@ -38,7 +40,7 @@ def case_backbone(size: int, cfg: BackboneConfig, batch: int):
     data = [{"images": _images(batch, size), "target": torch.rand(batch, J, h, h)}]
 
     def loss_fn(m, b):
-        x = W.normalize_images(b["images"])
+        x = normalize_images(b["images"])
         return F.mse_loss(m(x).heatmaps.float(), b["target"]), {}
 
     return model, loss_fn, data, batch
@@ -47,14 +49,13 @@ def case_backbone(size: int, cfg: BackboneConfig, batch: int):
 def _crop_set(n: int, views: int, size: int) -> lt.CropSet:
     """``n`` random frames of a 4-camera rig, cropped around a person standing at the origin."""
     K, R, t, _ = look_at_rig(views, (256, 256), radius=4500.0, height=1500.0, dist=None)
-    P = torch.from_numpy(K @ np.concatenate([R, t[..., None]], -1)).float()
-    root = torch.tensor([0.0, 0.0, 950.0, 1.0])
-    x = P @ root
-    centre = x[:, :2] / x[:, 2:]
+    camera = Camera(K, R, t)
+    root = torch.tensor([0.0, 0.0, 950.0])
+    centre = camera.project(root[None].expand(views, 1, 3).double())[:, 0]
     boxes = torch.cat([centre - 70.0, centre + 70.0], -1)
-    P_crop = torch.stack([lt.crop_affine(b, size) @ Pc for b, Pc in zip(boxes, P)])
+    P_crop = crop_camera(camera, boxes, size).P.float()
     g = torch.Generator().manual_seed(0)
-    joints = torch.randn(n, J, 3, generator=g) * 300 + root[:3]
+    joints = torch.randn(n, J, 3, generator=g) * 300 + root
     uvw = torch.einsum("cij,nkj->ncki", P_crop, torch.cat([joints, torch.ones(n, J, 1)], -1))
     tensors = {
         "images": _images(n * views, size).view(n, views, 3, size, size),
@@ -69,7 +70,7 @@ def _crop_set(n: int, views: int, size: int) -> lt.CropSet:
     return lt.CropSet(tensors, ["S1"], ["walk"])
 
 
-def case_learnable(kind: str, cfg: lt.LTConfig, batch: int, views: int = 4):
+def case_learnable(kind: str, cfg: lt.Config, batch: int, views: int = 4):
     """Chapter 10: the algebraic or volumetric model, on cached backbone outputs when frozen."""
     backbone = SimpleBaseline(J, cfg.backbone)
     data = _crop_set(4 * batch, views, cfg.crop_size)
@@ -77,14 +78,14 @@ def case_learnable(kind: str, cfg: lt.LTConfig, batch: int, views: int = 4):
         data = lt.cache_backbone(backbone, data)
     feed = [{k: v[:batch] for k, v in data.tensors.items()}]
     if kind == "algebraic":
-        model, loss_fn = lt.AlgebraicTriangulationNet(backbone, cfg), lt.algebraic_loss_fn(cfg)
+        model = lt.AlgebraicTriangulationNet(backbone, cfg)
     else:
         model = lt.VolumetricTriangulationNet(backbone, cfg)
-        loss_fn = lt.volumetric_loss_fn(cfg, torch.Generator().manual_seed(0))
+    loss_fn = lt.make_loss(kind, cfg, generator=torch.Generator().manual_seed(0))
     return model, loss_fn, feed, batch * views
 
 
-def case_weak(mode: str, cfg: W.Weak25DConfig, batch_2d: int, batch_mv: int, views: int = 4):
+def case_weak(mode: str, cfg: W.Config, batch_2d: int, batch_mv: int, views: int = 4):
     """Chapter 11: the 2.5D network with the 2D-only / weak / full loss."""
     model = W.Weak25DNet(J, cfg)
     S, h = cfg.crop_size, cfg.heatmap_size
@@ -130,16 +131,13 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--no-append", action="store_true")
     args = parser.parse_args()
-    small = BackboneConfig(width=16, blocks=(1, 1, 1, 1), stem_stride=2, deconv_layers=3,
-                           deconv_channels=16)  # the chapter-10 quick backbone
-    lt_quick = lt.LTConfig(crop_size=64, backbone=small, heatmap_sigma=2.0, volume_size=2000.0,
-                           volume_resolution=16, volume_channels=16, v2v_width=16, v2v_levels=2,
-                           v2v_front_kernel=3, freeze_backbone=True)
+    lt_quick = lt.settings("quick").config  # the chapter-10 quick profile
+    small = lt_quick.backbone
     big = BackboneConfig(width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
                          deconv_channels=128)
-    quick = W.Weak25DConfig(crop_size=32)  # the chapter-11 quick profile
-    crop64 = W.Weak25DConfig(crop_size=64)
-    full = W.Weak25DConfig(crop_size=128, backbone=big)
+    quick = W.settings("quick").config  # the chapter-11 quick profile
+    crop64 = dataclasses.replace(quick, crop_size=64)
+    full = dataclasses.replace(quick, crop_size=128, backbone=big)
     cases = [
         ("ch10 backbone quick (64 px, width 16), 8 frames x 4 views",
          lambda: case_backbone(64, small, 32)),
