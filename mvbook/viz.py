@@ -159,7 +159,9 @@ def draw_skeleton_2d(
         linewidth, markersize: bone width in points, joint marker area in points^2.
         label: legend label, given to the first bone drawn.
         image_size: ``(width, height)``: also draw the image border and set the axis to the
-            image (``u`` right, ``v`` down, equal aspect); useful without an image.
+            image (``u`` right, ``v`` down, equal aspect); useful without an image. Over an image
+            (an axis with an ``imshow``) the view is kept as it was: joints outside the image
+            do not widen it.
         alpha: opacity of everything drawn.
 
     Returns:
@@ -177,6 +179,7 @@ def draw_skeleton_2d(
                 f"visibility must have shape ({J},) or ({P}, {J}) like joints2d, got {tuple(vis.shape)}"
             )
         vis = np.broadcast_to(vis.reshape(-1, J), (P, J))
+    view = (ax.get_xlim(), ax.get_ylim()) if ax.images else None    # over an image: keep its view
     bones, bone_sides = _bones(skel)
     seg = uv[:, bones]                                                            # (P, B, 2, 2)
     finite = np.isfinite(seg).all(axis=(-2, -1))                                  # (P, B)
@@ -226,6 +229,9 @@ def draw_skeleton_2d(
     if hidden.any() and show_hidden:
         ax.scatter(uv[hidden][:, 0], uv[hidden][:, 1], s=1.5 * markersize, c=hidden_color,
                    marker="x", zorder=3, alpha=alpha, linewidths=1.0)
+    if view is not None:
+        ax.set_xlim(*view[0])
+        ax.set_ylim(*view[1])
     if image_size is not None:
         w, h = (float(v) for v in image_size)
         ax.add_patch(plt.Rectangle((-0.5, -0.5), w, h, fill=False, color="gray", lw=1.0))

@@ -271,3 +271,19 @@ def test_fixture_shapes_and_geometry():
     r32 = h36m_like_rig(torch.float32, dist=(-0.2, 0.2, 0.0, 0.0, 0.0))
     assert r32.dtype == torch.float32 and r32.dist.shape == (4, 5)
     assert standing_pose(torch.float32).dtype == torch.float32
+
+
+def test_overlay_keeps_the_image_view_when_joints_fall_outside():
+    uv = np.full((17, 2), 8.0)
+    uv[3] = (-40.0, 90.0)                                     # an ankle far outside a 16 x 16 image
+    fig, axes = viz.image_grid(np.zeros((1, 16, 16, 3), np.uint8), joints2d=uv[None])
+    assert axes[0].get_xlim() == (-0.5, 15.5) and axes[0].get_ylim() == (15.5, -0.5)
+
+
+def test_fit_scene_reads_figures_back_from_json():
+    import plotly.io as pio
+
+    fig = viz.scene_figure(standing_pose(), _far_rig(5000.0))
+    back = pio.from_json(fig.to_json())
+    before = _ranges(fig)
+    assert np.allclose(np.asarray(list(viz.fit_scene(back).values())), before)
