@@ -24,7 +24,7 @@ from mvbook.studio import build_studio
 from mvbook.studio.appearance import RoomStyle
 from mvbook.studio.render import Renderer
 from mvbook.studio.rigs import make_rig
-from mvbook.studio.scenes import _generator, plan_sequences, pose_sequence, profile_config
+from mvbook.studio.scenes import plan_sequences, pose_sequence, profile_config, seeded_generator
 
 
 def bench_scene(scene: str, size: tuple[int, int], frames: int, repeats: int,
@@ -34,7 +34,7 @@ def bench_scene(scene: str, size: tuple[int, int], frames: int, repeats: int,
                          actions=("walk", "dance_a", "kick") if scene == "multi" else ("walk",),
                          persons=(3, 3), supersample=supersample)
     rig = make_rig(cfg.rig, size)
-    renderer = Renderer(rig.cameras, rig.room, RoomStyle.sample(_generator("room", 0)),
+    renderer = Renderer(rig.cameras, rig.room, RoomStyle.sample(seeded_generator("room", 0)),
                         supersample, device)
     plan = plan_sequences(cfg)[0]
     prims, joints, looks = pose_sequence(plan)

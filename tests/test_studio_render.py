@@ -12,7 +12,7 @@ from mvbook.studio import body as B
 from mvbook.studio import render as Rn
 from mvbook.studio.appearance import RoomStyle
 from mvbook.studio.rigs import make_rig
-from mvbook.studio.scenes import _generator, plan_sequences, pose_sequence, profile_config
+from mvbook.studio.scenes import plan_sequences, pose_sequence, profile_config, seeded_generator
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +26,7 @@ def one_thread():
 def _render(scene: str = "single", size=(64, 64), distortion=False, n_seq=3, **kw):
     cfg = profile_config("smoke", scene, 0, image_size=size, distortion=distortion, **kw)
     rig = make_rig(cfg.rig, cfg.image_size, cfg.distortion)
-    style = RoomStyle.sample(_generator("room", 0), rig.room.outdoor)
+    style = RoomStyle.sample(seeded_generator("room", 0), rig.room.outdoor)
     renderer = Rn.Renderer(rig.cameras, rig.room, style)
     plans = plan_sequences(cfg)
     step = max(1, len(plans) // n_seq)
@@ -224,7 +224,7 @@ def test_multi_person_masks_are_disjoint_and_resolved_by_depth():
 @pytest.mark.parametrize("rig_name", ["h36m", "panoptic", "shelf", "campus"])
 def test_every_rig_sees_a_person(rig_name):
     rig = make_rig(rig_name, (40, 30), distortion=True)
-    style = RoomStyle.sample(_generator("room", 1), rig.room.outdoor)
+    style = RoomStyle.sample(seeded_generator("room", 1), rig.room.outdoor)
     renderer = Rn.Renderer(rig.cameras, rig.room, style)
     assert torch.isfinite(renderer.background).all()
     assert float(renderer.background.std()) > 0.02  # a textured room, not a flat colour

@@ -35,10 +35,10 @@ from mvbook.studio.render import Renderer, RenderResult
 from mvbook.studio.rigs import make_rig
 from mvbook.studio.scenes import (
     StudioConfig,
-    _generator,
     plan_sequences,
     pose_sequence,
     profile_config,
+    seeded_generator,
 )
 
 _RAYS_PER_BATCH = 1 << 22  # rays rendered at once during a build (memory bound)
@@ -142,7 +142,7 @@ def _build(cfg: StudioConfig, root: Path, progress: bool, device: torch.device,
         raise ValueError("the configuration has no sequences (frames/sequences are zero)")
     num = sum(p.num_frames for p in plans)
     rig = make_rig(cfg.rig, cfg.image_size, cfg.distortion)
-    style = RoomStyle.sample(_generator("room", cfg.seed, cfg.rig), rig.room.outdoor)
+    style = RoomStyle.sample(seeded_generator("room", cfg.seed, cfg.rig), rig.room.outdoor)
     renderer = Renderer(rig.cameras, rig.room, style, cfg.supersample, device)
     W, H = cfg.image_size
     P = cfg.num_persons
@@ -205,7 +205,7 @@ def _build(cfg: StudioConfig, root: Path, progress: bool, device: torch.device,
                                  for f in dataclasses.fields(RenderResult)))
             images = out.images
             if cfg.noise > 0:
-                g = _generator("noise", cfg.seed, plan.name)
+                g = seeded_generator("noise", cfg.seed, plan.name)
                 images = add_sensor_noise(images.cpu(), cfg.noise, g)
             images = _to_uint8(images)
             masks = out.masks.cpu().numpy()

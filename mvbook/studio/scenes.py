@@ -179,9 +179,6 @@ def seeded_generator(*keys: object) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-_generator = seeded_generator
-
-
 def room_style(seed: int = 0, rig: str = "h36m", outdoor: bool = False) -> RoomStyle:
     """The room look (walls, floor, facades) the studio gives rig ``rig`` for ``seed``.
 
@@ -202,7 +199,7 @@ class Subject:
     @staticmethod
     def make(name: str, seed: int = 0) -> Subject:
         """The subject ``name`` (deterministic for a name and seed)."""
-        g = _generator("subject", name, seed)
+        g = seeded_generator("subject", name, seed)
         return Subject(name, BodyShape.sample(g), SubjectLook.sample(g))
 
 
@@ -289,7 +286,7 @@ def plan_sequences(config: StudioConfig) -> list[SequencePlan]:
                 scale = subject.shape.height * (subject.shape.thigh + subject.shape.shin) / 2
                 for action in config.actions:
                     for rep in range(n_seq):
-                        g = _generator("seq", config.seed, subj_name, action, rep)
+                        g = seeded_generator("seq", config.seed, subj_name, action, rep)
                         placed = _place(action, n_frames, config.fps, scale, radius, g,
                                         config.mirror)
                         assert placed is not None
@@ -302,7 +299,7 @@ def plan_sequences(config: StudioConfig) -> list[SequencePlan]:
     for split, n_scenes, n_frames in (("train", config.sequences[0], config.frames[0]),
                                       ("test", config.sequences[1], config.frames[1])):
         for i in range(n_scenes):
-            g = _generator("scene", config.seed, split, i)
+            g = seeded_generator("scene", config.seed, split, i)
             lo, hi = config.persons
             n = lo + int(torch.randint(0, hi - lo + 1, (), generator=g))
             people: list[PersonTrack] = []
