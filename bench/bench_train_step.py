@@ -22,7 +22,7 @@ from mvbook.data.fixtures import look_at_rig
 from mvbook.geometry import Camera
 from mvbook.methods import learnable_triangulation as lt
 from mvbook.methods import weak25d as W
-from mvbook.nn.backbones import BackboneConfig, SimpleBaseline
+from mvbook.nn.backbones import BackboneConfig, SimpleBaseline, resnet18_like
 from mvbook.train import TrainConfig, train
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -133,8 +133,7 @@ def main() -> int:
     args = parser.parse_args()
     lt_quick = lt.settings("quick").config  # the chapter-10 quick profile
     small = lt_quick.backbone
-    big = BackboneConfig(width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
-                         deconv_channels=128)
+    big = resnet18_like()
     quick = W.settings("quick").config  # the chapter-11 quick profile
     crop64 = dataclasses.replace(quick, crop_size=64)
     full = dataclasses.replace(quick, crop_size=128, backbone=big)

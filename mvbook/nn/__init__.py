@@ -8,6 +8,7 @@ from mvbook.nn.backbones import (
     BasicBlock,
     ConfidenceHead,
     SimpleBaseline,
+    resnet18_like,
 )
 from mvbook.nn.v2v import Res3DBlock, V2VNet
 
@@ -15,6 +16,7 @@ __all__ = [
     "BackboneConfig",
     "BackboneOutput",
     "BasicBlock",
+    "resnet18_like",
     "ConfidenceHead",
     "Res3DBlock",
     "SimpleBaseline",

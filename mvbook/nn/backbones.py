@@ -20,6 +20,7 @@ from torch import nn
 __all__ = [
     "BackboneConfig",
     "BackboneOutput",
+    "resnet18_like",
     "BasicBlock",
     "ConfidenceHead",
     "SimpleBaseline",
@@ -70,6 +71,14 @@ class BackboneConfig:
     @property
     def output_stride(self) -> int:
         return self.stem_stride * 2 ** (len(self.blocks) - 1) // 2**self.deconv_layers
+
+
+def resnet18_like() -> BackboneConfig:
+    """The full profiles' backbone (a new config each call): four stages of two basic blocks
+    from width 64 (a ResNet-18 encoder), a stride-4 stem and three transposed convolutions of
+    128 channels (output stride 4)."""
+    return BackboneConfig(width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
+                          deconv_channels=128)
 
 
 class BackboneOutput(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mvbook.nn.backbones import BackboneConfig
+from mvbook.nn.backbones import BackboneConfig, resnet18_like
 from mvbook.runtime import by_profile
 from mvbook.validation import check_choice
 from mvbook.volumetric import AGGREGATIONS
@@ -117,8 +117,7 @@ def settings(profile: str, data: str = "studio") -> Settings:
                              deconv_channels=8),
         quick=BackboneConfig(width=16, blocks=(1, 1, 1, 1), stem_stride=2, deconv_layers=3,
                              deconv_channels=16),
-        full=BackboneConfig(width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
-                            deconv_channels=128),
+        full=resnet18_like(),
     )
     config = Config(
         crop_size=by_profile(profile, smoke=32, quick=64, full=192),

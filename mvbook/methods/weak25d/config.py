@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mvbook.nn.backbones import BackboneConfig
+from mvbook.nn.backbones import BackboneConfig, resnet18_like
 from mvbook.runtime import by_profile
 from mvbook.validation import check_choice, check_positive
 
@@ -119,9 +119,7 @@ def settings(profile: str) -> Settings:
         profile,
         smoke=Config(crop_size=32, **common),
         quick=Config(crop_size=32, **common),
-        full=Config(crop_size=128, backbone=BackboneConfig(
-            width=64, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3, deconv_channels=128),
-            **common),
+        full=Config(crop_size=128, backbone=resnet18_like(), **common),
     )
     n = by_profile(profile, smoke=4, quick=None, full=None)
     steps_2d, steps = by_profile(profile, smoke=(3, 2), quick=(1500, 600), full=(40000, 20000))
