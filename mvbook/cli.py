@@ -1,4 +1,4 @@
-"""The ``mvbook`` command line: ``mvbook report``, ``mvbook studio``, ``mvbook data``.
+"""The ``mvbook`` command line: ``mvbook report``, ``mvbook studio``, ``mvbook data``, ``mvbook zoo``.
 
 Run as ``mvbook ...`` (the installed script) or ``python -m mvbook ...``.
 
@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "mvbook.report.cli",
     "mvbook.studio.cli",
     "mvbook.data.cli",
+    "mvbook.zoo.cli",
 )
 
 

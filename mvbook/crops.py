@@ -9,6 +9,8 @@ that crops, crop cameras and 2D labels can never disagree:
   :meth:`mvbook.geometry.Camera.crop`) and the same map applied to pixel coordinates;
 - :func:`crop_images`: bilinear resampling of the boxes (anti-aliased by supersampling when
   the crop shrinks the image);
+- :func:`warp_crops` / :func:`random_warps`: rotations, scalings and shifts of crops about their
+  centre with the same map applied to 2D labels (geometric augmentation);
 - :func:`normalize_images`: uint8 images to the network input, with the book's one set of
   per-channel statistics (:data:`IMAGE_MEAN`, :data:`IMAGE_STD`);
 - :func:`heatmap_to_crop` / :func:`crop_to_heatmap`: a network's heatmap pixels to crop
@@ -41,6 +43,8 @@ __all__ = [
     "crop_camera",
     "crop_points",
     "crop_images",
+    "warp_crops",
+    "random_warps",
     "normalize_images",
     "heatmap_to_crop",
     "crop_to_heatmap",
@@ -151,6 +155,85 @@ def crop_images(
     if images.dtype == torch.uint8:
         return out.round().clamp(0, 255).to(torch.uint8)
     return out.to(images.dtype)
+
+
+def warp_crops(
+    images: torch.Tensor,
+    points: torch.Tensor | None,
+    angle: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Rotate, scale and shift square crops about their centre, and their 2D points with them.
+
+    A crop point ``p`` (crop px) moves to ``p' = s R(angle) (p - c) + c + shift`` with ``c`` the
+    crop centre ``((S - 1) / 2, (S - 1) / 2)``; a positive angle turns the image clockwise on
+    screen (``v`` points down). Output pixels are bilinear samples of the input at
+    ``p = R(-angle) (p' - c - shift) / s + c`` (zeros outside), so the warped labels land on the
+    warped image.
+
+    Args:
+        images: ``(N, 3, S, S)`` uint8 or float.
+        points: ``(N, J, 2)`` crop px, or None.
+        angle: ``(N,)`` radians; scale: ``(N,)`` (> 1 enlarges); shift: ``(N, 2)`` crop px.
+
+    Returns:
+        the warped images (dtype of ``images``) and points (None if ``points`` is None).
+    """
+    check_shape(images, "images", "(N, 3, S, S)")
+    N, _, H, W = images.shape
+    if H != W:
+        raise ValueError(f"images must be square crops, got {H}x{W}")
+    check_shape(angle, "angle", f"({N},)")
+    check_shape(scale, "scale", f"({N},)")
+    check_shape(shift, "shift", f"({N}, 2)")
+    if not bool((scale > 0).all()):
+        raise ValueError("scale must be positive")
+    dev = images.device
+    angle, scale, shift = (x.to(dev, torch.float32) for x in (angle, scale, shift))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    A = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+    A = A * scale[:, None, None]  # (N, 2, 2) forward map in any isotropic unit
+    t = 2 * shift / W  # normalised coordinates of grid_sample (align_corners=False)
+    A_inv = torch.linalg.inv(A)
+    theta = torch.cat([A_inv, -(A_inv @ t[..., None])], -1)  # output -> input, (N, 2, 3)
+    grid = F.affine_grid(theta, [N, 3, H, W], align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
+    if images.dtype == torch.uint8:
+        out = out.round().clamp(0, 255).to(torch.uint8)
+    else:
+        out = out.to(images.dtype)
+    if points is None:
+        return out, None
+    check_shape(points, "points", f"({N}, J, 2)")
+    c = (W - 1) / 2
+    moved = (points.to(dev, torch.float32) - c) @ A.transpose(-1, -2) + c + shift[:, None]
+    return out, moved.to(points.dtype)
+
+
+def random_warps(
+    n: int,
+    rotation: float,
+    scale: tuple[float, float],
+    shift: float,
+    size: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random warp parameters for :func:`warp_crops` (CPU tensors).
+
+    Angles uniform in ``[-rotation, rotation]`` (degrees in, radians out), log-uniform scales in
+    ``scale = (lo, hi)``, shifts uniform in ``[-shift, shift] * size`` per axis.
+    """
+    if not rotation >= 0 or not 0 < scale[0] <= scale[1] or not shift >= 0:
+        raise ValueError(f"rotation, shift must be >= 0 and 0 < scale[0] <= scale[1], got "
+                         f"{rotation}, {scale}, {shift}")
+    u = torch.rand(n, 4, generator=generator)
+    angle = (2 * u[:, 0] - 1) * math.radians(rotation)
+    lo, hi = math.log(scale[0]), math.log(scale[1])
+    s = torch.exp(lo + (hi - lo) * u[:, 1])
+    t = (2 * u[:, 2:] - 1) * shift * size
+    return angle, s, t
 
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:

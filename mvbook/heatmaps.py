@@ -32,6 +32,7 @@ __all__ = [
     "argmax_2d",
     "argmax_3d",
     "pixel_coordinates",
+    "refine_argmax_2d",
     "render_gaussian_2d",
     "render_gaussian_3d",
     "soft_argmax_2d",
@@ -332,3 +333,48 @@ def argmax_3d(volumes: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, 
     g = g.expand(*batch, n, 3)
     coords = torch.gather(g, -2, index[..., None].expand(*index.shape, 3))
     return coords, values
+
+
+def refine_argmax_2d(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sub-pixel peaks: the hard argmax refined by a Gaussian fit to its 3-pixel neighbourhood.
+
+    Near its peak a Gaussian ``h = a exp(-(u - x)^2 / (2 s^2))`` has a quadratic logarithm, so
+    the parabola through ``log h`` at ``u0 - 1, u0, u0 + 1`` peaks exactly at ``x``::
+
+        x = u0 + (log h(u0-1) - log h(u0+1)) / (2 (log h(u0-1) - 2 log h(u0) + log h(u0+1)))
+
+    (likewise in ``v``). Values are floored at ``1e-6`` of the peak before the logarithm; the
+    step is clamped to ``[-1/2, 1/2]`` and is zero at a map border or where the neighbourhood is
+    not a peak (a non-negative curvature). Not differentiable.
+
+    Args:
+        heatmaps: ``(..., J, H, W)`` floating point.
+
+    Returns:
+        ``coords (..., J, 2)`` sub-pixel ``(u, v)`` and ``values (..., J)`` the maxima.
+    """
+    heatmaps = check_tensor(heatmaps, "heatmaps", floating=True)
+    coords, values = argmax_2d(heatmaps)
+    height, width = heatmaps.shape[-2:]
+    iu = coords[..., 0].long()
+    iv = coords[..., 1].long()
+    peak = values.abs().clamp_min(torch.finfo(heatmaps.dtype).tiny)[..., None]
+    floor = peak * 1e-6
+
+    def at(du: int, dv: int) -> torch.Tensor:
+        u = (iu + du).clamp(0, width - 1)
+        v = (iv + dv).clamp(0, height - 1)
+        flat = heatmaps.reshape(*heatmaps.shape[:-2], height * width)
+        h = flat.gather(-1, (v * width + u)[..., None])
+        return torch.log(torch.maximum(h, floor))[..., 0]
+
+    centre = at(0, 0)
+    steps = []
+    for axis, (index, size) in enumerate(((iu, width), (iv, height))):
+        minus = at(-1, 0) if axis == 0 else at(0, -1)
+        plus = at(1, 0) if axis == 0 else at(0, 1)
+        curvature = minus - 2 * centre + plus
+        inside = (index > 0) & (index < size - 1) & (curvature < 0)
+        step = 0.5 * (minus - plus) / torch.where(inside, curvature, -torch.ones_like(curvature))
+        steps.append(torch.where(inside, step.clamp(-0.5, 0.5), torch.zeros_like(step)))
+    return coords + torch.stack(steps, -1).to(coords.dtype), values
