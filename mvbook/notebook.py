@@ -122,3 +122,51 @@ def setup_notebook(
             name = f" ({torch.cuda.get_device_name(dev)})"
         print(f"mvbook: profile={shown} seed={seed} device={dev}{name} torch={torch.__version__}")
     return dev
+
+
+def format_table(header, rows, digits: int = 1) -> tuple[str, str]:
+    """A table as ``(plain text, HTML)``: ``header`` a list of column names, ``rows`` lists of
+    cells (numbers are shown with ``digits`` decimals, NaN as an empty cell)."""
+    import html
+    import math
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v)
+
+    header = [str(h) for h in header]
+    body = [[cell(v) for v in row] for row in rows]
+    if any(len(r) != len(header) for r in body):
+        raise ValueError(f"every row must have {len(header)} cells like the header")
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w)
+                       for i, (h, w) in enumerate(zip(header, widths)))]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                        for i, (c, w) in enumerate(zip(r, widths))) for r in body]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    trs = "".join("<tr>" + "".join(
+        f'<td style="text-align:{"left" if i == 0 else "right"}">{html.escape(c)}</td>'
+        for i, c in enumerate(r)) + "</tr>" for r in body)
+    return "\n".join(lines), (f'<table class="mvbook-table"><thead><tr>{head}</tr></thead>'
+                              f"<tbody>{trs}</tbody></table>")
+
+
+def show_table(header, rows, *, title: str | None = None, digits: int = 1) -> None:
+    """Display a table: rendered HTML in Jupyter (and in exported reports), text elsewhere."""
+    text, markup = format_table(header, rows, digits)
+    if title:
+        import html
+
+        text = f"{title}\n{text}"
+        markup = f"<p><b>{html.escape(title)}</b></p>{markup}"
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display({"text/plain": text, "text/html": markup}, raw=True)
+    else:
+        print(text)

@@ -147,3 +147,62 @@ def test_bad_input_names_the_argument(call, message):
 def test_crop_camera_needs_a_camera():
     with pytest.raises(TypeError, match="camera must be a mvbook.geometry.Camera"):
         crops.crop_camera(torch.eye(3), torch.zeros(4), 8)
+
+
+def test_warp_crops_matches_scipy_affine_transform():
+    from scipy import ndimage
+
+    g = torch.Generator().manual_seed(0)
+    S = 24
+    images = torch.rand(3, 3, S, S, generator=g) * 255
+    angle = torch.tensor([0.4, -0.9, 0.0])
+    scale = torch.tensor([1.3, 0.8, 1.0])
+    shift = torch.tensor([[2.0, -1.5], [0.0, 3.0], [0.5, 0.5]])
+    out, _ = crops.warp_crops(images, None, angle, scale, shift)
+    c = (S - 1) / 2
+    for n in range(3):
+        # output (v', u') samples the input at A^-1 (p' - c - t) + c, written in (row, col)
+        a, s = float(angle[n]), float(scale[n])
+        A = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])  # (u, v) order
+        inv = np.linalg.inv(A)
+        swap = np.array([[0, 1], [1, 0]])
+        M = swap @ inv @ swap  # (row, col) order
+        t = shift[n].numpy()[::-1]
+        offset = np.array([c, c]) - M @ (np.array([c, c]) + t)
+        rows, cols = np.meshgrid(np.arange(S), np.arange(S), indexing="ij")
+        src = np.einsum("ij,jhw->ihw", M, np.stack([rows, cols])) + offset[:, None, None]
+        inside = ((src >= 0) & (src <= S - 1)).all(0)  # scipy and grid_sample agree there
+        assert inside.mean() > 0.4
+        for ch in range(3):
+            ref = ndimage.affine_transform(images[n, ch].double().numpy(), M, offset, order=1,
+                                           mode="constant", cval=0.0)
+            np.testing.assert_allclose(out[n, ch].numpy()[inside], ref[inside], atol=1e-3)
+
+
+def test_warp_crops_moves_points_like_the_pixels_and_checks_arguments():
+    S = 32
+    img = torch.zeros(1, 3, S, S)
+    img[0, :, 5, 20] = 255.0
+    p = torch.tensor([[[20.0, 5.0]]])
+    out, q = crops.warp_crops(img, p, torch.tensor([0.3]), torch.tensor([1.2]),
+                              torch.tensor([[2.0, -3.0]]))
+    w = out[0, 0]
+    vv, uu = torch.meshgrid(torch.arange(S).float(), torch.arange(S).float(), indexing="ij")
+    centroid = torch.stack([(w * uu).sum(), (w * vv).sum()]) / w.sum()
+    torch.testing.assert_close(q[0, 0], centroid, atol=0.1, rtol=0)
+    identity, same = crops.warp_crops(img, p, torch.zeros(1), torch.ones(1), torch.zeros(1, 2))
+    torch.testing.assert_close(identity, img, atol=1e-4, rtol=0)
+    torch.testing.assert_close(same, p)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        crops.warp_crops(img, p, torch.zeros(1), torch.zeros(1), torch.zeros(1, 2))
+    with pytest.raises(ValueError, match="angle"):
+        crops.warp_crops(img, p, torch.zeros(2), torch.ones(1), torch.zeros(1, 2))
+
+
+def test_random_warps_stay_in_their_ranges():
+    angle, scale, shift = crops.random_warps(2000, 30.0, (0.75, 1.3), 0.1, 100,
+                                             torch.Generator().manual_seed(0))
+    assert float(angle.abs().max()) <= np.radians(30) + 1e-6
+    assert 0.75 - 1e-6 <= float(scale.min()) and float(scale.max()) <= 1.3 + 1e-6
+    assert float(shift.abs().max()) <= 10.0 + 1e-6
+    assert float(angle.abs().max()) > np.radians(25)  # the range is used, not just its middle

@@ -301,3 +301,26 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(
         soft_argmax_2d(heat_cuda, beta=50.0).cpu(), soft_argmax_2d(heat, beta=50.0)
     )
+
+
+def test_refine_argmax_recovers_sub_pixel_gaussian_centres():
+    from mvbook.heatmaps import refine_argmax_2d
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.rand(500, 3, 2, generator=g, dtype=torch.float64) * 26 + 3
+    heat = render_gaussian_2d(pts, (32, 32), 1.5) * 0.8
+    uv, peak = refine_argmax_2d(heat)
+    torch.testing.assert_close(uv, pts, atol=1e-6, rtol=0)
+    hard, _ = argmax_2d(heat)
+    assert float((hard - pts).abs().max()) > 0.4  # the hard argmax alone is off by up to 1/2 px
+    assert torch.allclose(peak, heat.flatten(-2).amax(-1))
+
+
+def test_refine_argmax_keeps_border_and_flat_peaks_on_their_pixel():
+    from mvbook.heatmaps import refine_argmax_2d
+
+    heat = torch.zeros(2, 8, 8)
+    heat[0, 0, 5] = 1.0  # at the top border: no step in v, no neighbours in u either
+    heat[1] = 0.5  # flat: the first pixel, no step
+    uv, _ = refine_argmax_2d(heat)
+    torch.testing.assert_close(uv, torch.tensor([[5.0, 0.0], [0.0, 0.0]]))

@@ -111,6 +111,7 @@ def train_model(
         raise FileExistsError(f"{weights_path(name, folder)} exists; pass --overwrite to train "
                               "it again (its checkpoints are resumed from)")
     dev = resolve_device(device)
+    commit = code_commit()  # the code that trains (read now: the tree may change meanwhile)
     bank = training_bank(rec, progress=progress, cache_dir=cache_dir)
     held = held_out_bank(rec, progress=progress, cache_dir=cache_dir)
     torch.manual_seed(rec.seed)
@@ -136,7 +137,7 @@ def train_model(
         "description": rec.description,
         "recipe": rec.digest(),
         "data": rec.data_digest(),
-        "code_commit": code_commit(),
+        "code_commit": commit,
         "device": device_name(dev),
         "torch": torch.__version__,
         "train_seconds": round(history.seconds or (time.perf_counter() - t0), 1),

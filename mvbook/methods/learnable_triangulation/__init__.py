@@ -23,7 +23,7 @@ and :func:`main` (training.py), the predictors, :func:`predict` and :func:`evalu
 (evaluation.py). Units: mm in 3D, crop pixels in 2D.
 """
 
-from .config import STAGES, Config, Settings, settings
+from .config import PRETRAINED, STAGES, Config, Settings, initial_backbone, settings
 from .data import (
     CACHE_KEYS,
     CropSet,
@@ -51,7 +51,7 @@ from .model import AlgebraicTriangulationNet, VolumetricTriangulationNet
 from .training import fit, main
 
 __all__ = [
-    "STAGES", "Config", "Settings", "settings",
+    "PRETRAINED", "STAGES", "Config", "Settings", "initial_backbone", "settings",
     "CACHE_KEYS", "CropSet", "prepare", "cache_backbone", "cached_outputs", "augment_views",
     "select_views", "partner_joints",
     "AlgebraicTriangulationNet", "VolumetricTriangulationNet",

@@ -15,7 +15,7 @@ from mvbook.runtime import by_profile
 from mvbook.validation import check_choice
 from mvbook.volumetric import AGGREGATIONS
 
-__all__ = ["Config", "Settings", "STAGES", "settings"]
+__all__ = ["Config", "PRETRAINED", "Settings", "STAGES", "initial_backbone", "settings"]
 
 #: The training stages, in order: 2D backbone pretraining, then the two learnable heads.
 STAGES = ("pretrain", "algebraic", "volumetric")
@@ -96,7 +96,10 @@ class Config:
 class Settings:
     """What one profile trains: ``config``, and per stage (:data:`STAGES`) ``steps``,
     ``batch`` (frames per step, every frame with all its views) and ``lr``; ``weight_decay`` of
-    the backbone pretraining; ``max_frames`` kept in memory per split (None: all)."""
+    the backbone pretraining; ``max_frames`` kept in memory per split (None: all);
+    ``pretrained``: the zoo model the backbone starts from (``"pose2d"``) or ``"none"`` (then
+    the ``"pretrain"`` stage trains it from scratch), and ``zoo_profile`` the size of that zoo
+    model (:func:`mvbook.zoo.load`)."""
 
     config: Config
     steps: dict[str, int]
@@ -105,22 +108,47 @@ class Settings:
     weight_decay: float = 1e-2
     max_frames: dict[str, int | None] = field(
         default_factory=lambda: {"train": None, "test": None})
+    pretrained: str = "none"
+    zoo_profile: str = "quick"
 
 
-def settings(profile: str, data: str = "studio") -> Settings:
+#: Where the backbone may start from: a zoo model, or ``"none"`` (pretrained in the chapter).
+PRETRAINED = ("pose2d", "none")
+
+
+def settings(profile: str, data: str = "studio", pretrained: str = "pose2d") -> Settings:
     """The profile table of the chapter (``smoke``: seconds; ``quick``: minutes on a CPU;
-    ``full``: GPU scale). On the studio, horizontal flips are off (a flip turns the studio's
-    light left limbs into right ones); converted real data keeps them."""
-    backbone = by_profile(
-        profile,
-        smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
-                             deconv_channels=8),
-        quick=BackboneConfig(width=16, blocks=(1, 1, 1, 1), stem_stride=2, deconv_layers=3,
-                             deconv_channels=16),
-        full=resnet18_like(),
-    )
+    ``full``: GPU scale).
+
+    ``pretrained="pose2d"`` (the default, like the paper's COCO/MPII-pretrained backbone) takes
+    the backbone, the crop size and the crop scale from the zoo's ``pose2d`` recipe (its shipped
+    ``quick`` weights in the smoke and quick profiles, the cache's ``full`` weights in the full
+    profile) and skips the ``"pretrain"`` stage. ``pretrained="none"`` pretrains a smaller
+    backbone inside the chapter on its own training views. On the studio, horizontal flips of
+    that pretraining are off (a flip turns the studio's light left limbs into right ones);
+    converted real data keeps them.
+    """
+    check_choice(pretrained, "pretrained", PRETRAINED)
+    zoo_profile = by_profile(profile, smoke="quick", quick="quick", full="full")
+    if pretrained == "none":
+        backbone = by_profile(
+            profile,
+            smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
+                                 deconv_channels=8),
+            quick=BackboneConfig(width=16, blocks=(1, 1, 1, 1), stem_stride=2, deconv_layers=3,
+                                 deconv_channels=16),
+            full=resnet18_like(),
+        )
+        crop_size = by_profile(profile, smoke=32, quick=64, full=192)
+        crop_scale = 1.2
+    else:
+        from mvbook.zoo import recipe
+
+        rec = recipe(pretrained, zoo_profile)
+        backbone, crop_size, crop_scale = rec.backbone, rec.crop_size, rec.crop_scale
     config = Config(
-        crop_size=by_profile(profile, smoke=32, quick=64, full=192),
+        crop_size=crop_size,
+        crop_scale=crop_scale,
         backbone=backbone,
         heatmap_sigma=by_profile(profile, smoke=1.0, quick=2.0, full=2.0),
         volume_size=by_profile(profile, smoke=2000.0, quick=2000.0, full=2500.0),
@@ -129,16 +157,18 @@ def settings(profile: str, data: str = "studio") -> Settings:
         v2v_width=by_profile(profile, smoke=8, quick=16, full=32),
         v2v_levels=by_profile(profile, smoke=1, quick=2, full=3),
         v2v_front_kernel=by_profile(profile, smoke=3, quick=3, full=7),
-        ransac_threshold=by_profile(profile, smoke=2.0, quick=4.0, full=8.0),
+        ransac_threshold=by_profile(profile, smoke=2.0, quick=4.0, full=8.0) * crop_size / 64,
         freeze_backbone=by_profile(profile, smoke=True, quick=True, full=False),
         augment_flip=str(data) != "studio",
     )
+    pretrain_steps = 0 if pretrained != "none" else by_profile(profile, smoke=4, quick=3000,
+                                                                full=20000)
     return Settings(
         config=config,
         steps=by_profile(profile,
-                         smoke=dict(pretrain=4, algebraic=2, volumetric=2),
-                         quick=dict(pretrain=3000, algebraic=300, volumetric=500),
-                         full=dict(pretrain=20000, algebraic=10000, volumetric=10000)),
+                         smoke=dict(pretrain=pretrain_steps, algebraic=2, volumetric=2),
+                         quick=dict(pretrain=pretrain_steps, algebraic=300, volumetric=500),
+                         full=dict(pretrain=pretrain_steps, algebraic=10000, volumetric=10000)),
         batch=by_profile(profile,
                          smoke=dict(pretrain=2, algebraic=2, volumetric=2),
                          quick=dict(pretrain=8, algebraic=8, volumetric=4),
@@ -147,4 +177,19 @@ def settings(profile: str, data: str = "studio") -> Settings:
         max_frames=by_profile(profile, smoke=dict(train=None, test=None),
                               quick=dict(train=None, test=None),
                               full=dict(train=20000, test=5000)),
+        pretrained=pretrained,
+        zoo_profile=zoo_profile,
     )
+
+
+def initial_backbone(plan: Settings):
+    """The backbone the chapter starts from: a copy of the zoo model ``plan.pretrained``, or a
+    freshly initialised network of ``plan.config.backbone`` (``"none"``; seed torch first)."""
+    from mvbook.nn.backbones import SimpleBaseline
+    from mvbook.skeletons import H36M_17
+
+    if plan.pretrained == "none":
+        return SimpleBaseline(H36M_17.num_joints, plan.config.backbone)
+    from mvbook.zoo import load
+
+    return load(plan.pretrained, plan.zoo_profile)

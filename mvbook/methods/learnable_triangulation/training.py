@@ -23,12 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mvbook.nn.backbones import SimpleBaseline
-from mvbook.skeletons import H36M_17
 from mvbook.train import TrainConfig, TrainHistory, distributed_info, make_loader, train
 from mvbook.validation import check_choice
 
-from .config import STAGES, Settings, settings
+from .config import STAGES, Settings, initial_backbone, settings
 from .data import CropSet, cache_backbone, prepare
 from .evaluation import algebraic_predictor, evaluate, naive_predictor, volumetric_predictor
 from .losses import make_loss
@@ -80,16 +78,18 @@ def fit(
 
 
 def main(profile: str = "quick", data: str = "studio", device: str = "auto", seed: int = 0,
-         checkpoint_dir: str | None = None, steps: int | None = None, **_: Any) -> int:
+         checkpoint_dir: str | None = None, steps: int | None = None,
+         pretrained: str = "pose2d", **_: Any) -> int:
     """Train the chapter's models and print their test MPJPE (root-relative, mm).
 
-    Pretrains the backbone, evaluates the naive baseline, trains the algebraic model and the
+    Starts from the zoo's ``pose2d`` (or, with ``pretrained="none"``, pretrains the backbone),
+    evaluates the naive baseline, trains the algebraic model and the
     volumetric model (softmax aggregation, cube around the algebraic pelvis at test time).
     ``steps`` overrides every stage's step count (a short run).
     """
     from mvbook.studio import open_data
 
-    plan = settings(profile, data)
+    plan = settings(profile, data, pretrained)
     cfg = plan.config
     info = distributed_info()
     datasets = {split: open_data(data, profile=profile, split=split, seed=seed)
@@ -102,10 +102,11 @@ def main(profile: str = "quick", data: str = "studio", device: str = "auto", see
         return None if checkpoint_dir is None else Path(checkpoint_dir) / stage
 
     torch.manual_seed(seed)
-    backbone = SimpleBaseline(H36M_17.num_joints, cfg.backbone)
+    backbone = initial_backbone(plan)
     t0 = time.perf_counter()
-    fit(backbone, "pretrain", sets["train"], plan, steps=steps, device=device, seed=seed,
-        checkpoint_dir=ckpt("pretrain"))
+    if plan.steps["pretrain"]:
+        fit(backbone, "pretrain", sets["train"], plan, steps=steps, device=device, seed=seed,
+            checkpoint_dir=ckpt("pretrain"))
     backbone = backbone.cpu()
     train_feed, test_feed = sets["train"], sets["test"]
     if cfg.freeze_backbone:
