@@ -35,15 +35,18 @@ from .data import (
     select_views,
 )
 from .evaluation import (
+    ALPHAS,
     Predictor,
     algebraic_predictor,
     argmax_joints,
+    choose_alpha,
     errors_2d,
     errors_table,
     evaluate,
     naive_predictor,
     predict,
     ransac_predictor,
+    soft_argmax_errors,
     volumetric_predictor,
 )
 from .losses import make_loss, soft_mse_loss, volumetric_loss
@@ -58,5 +61,6 @@ __all__ = [
     "make_loss", "soft_mse_loss", "volumetric_loss",
     "fit", "main",
     "Predictor", "argmax_joints", "errors_2d", "naive_predictor", "ransac_predictor",
-    "algebraic_predictor", "volumetric_predictor", "predict", "evaluate", "errors_table",
+    "algebraic_predictor", "volumetric_predictor", "predict", "evaluate", "errors_table", "soft_argmax_errors",
+    "ALPHAS", "choose_alpha",
 ]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from mvbook.crops import heatmap_to_crop, normalize_images
 from mvbook.geometry import triangulate, triangulate_ransac
-from mvbook.heatmaps import argmax_2d
+from mvbook.heatmaps import refine_argmax_2d, soft_argmax_2d
 from mvbook.metrics import mpjpe
 from mvbook.nn.backbones import SimpleBaseline
 from mvbook.runtime import resolve_device
@@ -29,6 +29,9 @@ from .model import AlgebraicTriangulationNet, VolumetricTriangulationNet
 __all__ = [
     "Predictor",
     "argmax_joints",
+    "soft_argmax_errors",
+    "ALPHAS",
+    "choose_alpha",
     "errors_2d",
     "naive_predictor",
     "ransac_predictor",
@@ -44,7 +47,9 @@ Predictor = Callable[[dict], torch.Tensor]
 
 
 def argmax_joints(backbone: SimpleBaseline, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-view heatmap argmax joints ``(B, C, J, 2)`` crop px and peak values ``(B, C, J)``.
+    """Per-view heatmap peaks ``(B, C, J, 2)`` crop px and peak values ``(B, C, J)``: the argmax
+    refined to sub-pixel precision by a Gaussian fit (:func:`mvbook.heatmaps.refine_argmax_2d`,
+    the zoo detector's own readout).
 
     Uses the batch's cached heatmaps when present (:func:`cache_backbone`).
     """
@@ -56,7 +61,7 @@ def argmax_joints(backbone: SimpleBaseline, batch: dict) -> tuple[torch.Tensor, 
         B, C = images.shape[:2]
         x = normalize_images(images)
         heat = backbone(x.flatten(0, 1)).heatmaps.unflatten(0, (B, C))
-    uv_h, score = argmax_2d(heat)
+    uv_h, score = refine_argmax_2d(heat.float())
     return heatmap_to_crop(uv_h.float(), heat.shape[-1], images.shape[-1]), score
 
 
@@ -100,8 +105,47 @@ def errors_2d(
     }
 
 
+@torch.no_grad()
+def soft_argmax_errors(data: CropSet, alphas: Iterable[float]) -> dict[float, float]:
+    """Mean 2D error (crop px, visible joints) of the soft-argmax (eqs. 1-2) of the cached
+    heatmaps of ``data`` (:func:`cache_backbone`) for each inverse temperature ``alpha``.
+
+    With a frozen backbone whose heatmaps were trained by a heatmap MSE (values in [0, 1]), the
+    paper's ``alpha = 100`` is nearly a hard argmax (it quantises to whole heatmap pixels); a
+    smaller ``alpha`` spreads the softmax over the peak and reads sub-pixel positions. Measure it
+    on training views to choose ``alpha``.
+    """
+    if "heatmaps" not in data.tensors:
+        raise ValueError("data has no cached heatmaps: run cache_backbone first")
+    heat = data.tensors["heatmaps"]
+    gt = data.tensors["joints2d"].float()
+    vis = data.tensors["visibility"].bool()
+    S = data.tensors["images"].shape[-1]
+    out = {}
+    for alpha in alphas:
+        errs = []
+        for a in range(0, len(heat), 64):
+            uv = heatmap_to_crop(soft_argmax_2d(heat[a:a + 64].float(), beta=float(alpha)),
+                                 heat.shape[-1], S)
+            errs.append((uv - gt[a:a + 64]).norm(dim=-1)[vis[a:a + 64]])
+        out[float(alpha)] = float(torch.cat(errs).mean())
+    return out
+
+
+#: The inverse temperatures :func:`choose_alpha` tries.
+ALPHAS = (5.0, 10.0, 20.0, 50.0, 100.0)
+
+
+def choose_alpha(train: CropSet, alphas: Iterable[float] = ALPHAS, every: int = 5
+                 ) -> tuple[float, dict[float, float]]:
+    """The ``alpha`` of :data:`ALPHAS` with the smallest soft-argmax 2D error on every
+    ``every``-th training frame (:func:`soft_argmax_errors`), and the whole sweep."""
+    sweep = soft_argmax_errors(train.subset(range(0, len(train), every)), alphas)
+    return min(sweep, key=sweep.get), sweep
+
+
 def naive_predictor(backbone: SimpleBaseline, use_cache: bool = True) -> Predictor:
-    """Per-view heatmap argmax, then plain (unweighted) DLT triangulation.
+    """Per-view heatmap peaks (:func:`argmax_joints`), then plain (unweighted) DLT triangulation.
 
     With ``use_cache`` the batch's cached heatmaps (:func:`cache_backbone`) are used when present.
     """

@@ -15,6 +15,7 @@ Run the chapter's experiment outside the notebook, on CPU or on GPUs under ``tor
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -28,7 +29,13 @@ from mvbook.validation import check_choice
 
 from .config import STAGES, Settings, initial_backbone, settings
 from .data import CropSet, cache_backbone, prepare
-from .evaluation import algebraic_predictor, evaluate, naive_predictor, volumetric_predictor
+from .evaluation import (
+    algebraic_predictor,
+    choose_alpha,
+    evaluate,
+    naive_predictor,
+    volumetric_predictor,
+)
 from .losses import make_loss
 from .model import AlgebraicTriangulationNet, VolumetricTriangulationNet
 
@@ -112,6 +119,8 @@ def main(profile: str = "quick", data: str = "studio", device: str = "auto", see
     if cfg.freeze_backbone:
         train_feed = cache_backbone(backbone, train_feed, device=device)
         test_feed = cache_backbone(backbone, test_feed, device=device)
+    if cfg.freeze_backbone and plan.pretrained != "none":
+        cfg = dataclasses.replace(cfg, alpha=choose_alpha(train_feed)[0])
     alg = AlgebraicTriangulationNet(copy.deepcopy(backbone), cfg)
     fit(alg, "algebraic", train_feed, plan, steps=steps, device=device, seed=seed,
         checkpoint_dir=ckpt("algebraic"))
