@@ -72,7 +72,7 @@ def test_shipped_model_reproduces_its_held_out_metrics(name, studio_cache):
         assert abs(card_value - measured) <= zoo.TOLERANCE[key], key
 
 
-def test_shipped_pose2d_is_a_real_detector(studio_cache):
+def test_shipped_pose2d_is_a_real_detector():
     metrics = zoo.card("pose2d", "quick")["held_out"]["metrics"]
     assert metrics["median px"] < 2.0 and metrics["PCK@5px"] > 85.0
 
