@@ -22,7 +22,7 @@ to the heatmaps). No Python loops over joints or pixels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -37,6 +37,7 @@ __all__ = [
     "render_gaussian_3d",
     "soft_argmax_2d",
     "soft_argmax_3d",
+    "soft_argmax_errors",
 ]
 
 
@@ -252,6 +253,45 @@ def soft_argmax_2d(
     x = (prob.sum(dim=-2) * u).sum(dim=-1)  # marginal over rows, expectation of u
     y = (prob.sum(dim=-1) * v).sum(dim=-1)
     return torch.stack([x, y], dim=-1)
+
+
+@torch.no_grad()
+def soft_argmax_errors(heatmaps: torch.Tensor, joints2d: torch.Tensor, visibility: torch.Tensor,
+                       betas: Iterable[float], chunk: int = 64) -> dict[float, float]:
+    """Mean 2D error (heatmap px, visible joints) of :func:`soft_argmax_2d` for each ``beta``.
+
+    The measurement that chooses the inverse temperature of a soft-argmax (or of a softmax
+    read-out) on the heatmaps of a frozen detector: a heatmap MSE leaves values in [0, 1], on
+    which a large ``beta`` is nearly a hard argmax (it quantises to whole pixels) and a small one
+    lets the background pull the estimate towards the map centre. Run it on training images.
+
+    Args:
+        heatmaps: ``(..., J, H, W)``; joints2d: ``(..., J, 2)`` true heatmap px; visibility:
+            ``(..., J)`` bool; chunk: images per softmax (memory grows with ``chunk``).
+    """
+    heatmaps = check_tensor(heatmaps, "heatmaps", floating=True)
+    check_shape(heatmaps, "heatmaps", "(..., J, H, W)")
+    lead = tuple(heatmaps.shape[:-2])
+    if tuple(joints2d.shape) != (*lead, 2):
+        raise ValueError(f"joints2d must have shape {(*lead, 2)} like heatmaps, "
+                         f"got {tuple(joints2d.shape)}")
+    if tuple(visibility.shape) != lead:
+        raise ValueError(f"visibility must have shape {lead} like heatmaps, "
+                         f"got {tuple(visibility.shape)}")
+    heatmaps = heatmaps.reshape(-1, *heatmaps.shape[-3:])
+    joints2d = joints2d.reshape(-1, *joints2d.shape[-2:])
+    visibility = visibility.reshape(-1, visibility.shape[-1]).bool()
+    if not bool(visibility.any()):
+        raise ValueError("visibility has no visible joint: nothing to measure")
+    out = {}
+    for beta in betas:
+        total = torch.zeros((), dtype=torch.float64)
+        for a in range(0, len(heatmaps), chunk):
+            uv = soft_argmax_2d(heatmaps[a:a + chunk].float(), beta=float(beta))
+            err = (uv - joints2d[a:a + chunk].to(uv)).norm(dim=-1)[visibility[a:a + chunk]]
+            total += err.double().sum()
+        out[float(beta)] = float(total / visibility.sum())
+    return out
 
 
 def soft_argmax_3d(

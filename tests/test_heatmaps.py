@@ -324,3 +324,36 @@ def test_refine_argmax_keeps_border_and_flat_peaks_on_their_pixel():
     heat[1] = 0.5  # flat: the first pixel, no step
     uv, _ = refine_argmax_2d(heat)
     torch.testing.assert_close(uv, torch.tensor([[5.0, 0.0], [0.0, 0.0]]))
+
+
+def test_soft_argmax_errors_match_a_per_map_loop_and_pick_the_right_temperature():
+    from mvbook.heatmaps import soft_argmax_errors
+
+    g = torch.Generator().manual_seed(0)
+    n, j, h = 5, 3, 16
+    truth = 3 + 10 * torch.rand(n, j, 2, generator=g, dtype=torch.float64)
+    vv, uu = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(h, dtype=torch.float64),
+                            indexing="ij")
+    # MSE-like heatmaps: Gaussian peaks of height 1 (sigma 1.5 px) on a little noise
+    d2 = (uu - truth[..., 0, None, None]) ** 2 + (vv - truth[..., 1, None, None]) ** 2
+    heat = torch.exp(-d2 / (2 * 1.5**2)) + 0.02 * torch.rand(n, j, h, h, generator=g, dtype=torch.float64)
+    vis = torch.ones(n, j, dtype=torch.bool)
+    vis[0, 1] = False
+    betas = (1.0, 20.0, 1000.0)
+    got = soft_argmax_errors(heat, truth, vis, betas, chunk=2)
+    for beta in betas:  # slow reference: one map at a time
+        errs = []
+        for a in range(n):
+            for b in range(j):
+                if not vis[a, b]:
+                    continue
+                w = torch.softmax(beta * heat[a, b].flatten(), 0).view(h, h)
+                est = torch.stack([(w * uu).sum(), (w * vv).sum()])
+                errs.append(float((est - truth[a, b]).norm()))
+        assert got[beta] == pytest.approx(sum(errs) / len(errs), rel=1e-4)
+    # beta 1 is pulled to the map centre, beta 1000 snaps to pixel centres: 20 is best
+    assert min(got, key=got.get) == 20.0
+    with pytest.raises(ValueError, match="joints2d"):
+        soft_argmax_errors(heat, truth[:, :2], vis, betas)
+    with pytest.raises(ValueError, match="visib"):
+        soft_argmax_errors(heat, truth, torch.zeros(n, j, dtype=torch.bool), betas)

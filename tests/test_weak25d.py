@@ -264,3 +264,151 @@ def test_weak_loss_stop_gradient_at_2d(mc_2d_grad):
     assert zr.grad[2:].abs().sum() > 0  # the depths of the multiview frames always learn
     # the 2D of the multiview frames learns from the consistency terms only if not stopped
     assert (uv.grad[2:].abs().sum() > 0) == mc_2d_grad
+
+
+# ---- the 2.5D model on a frozen pretrained detector (ZooWeak25D) ---------------------------
+
+def small_detector(seed: int = 0):
+    """A random detector of the zoo's shape (stride-4 stem, 4 stages, 3 deconvolutions)."""
+    from mvbook.nn.backbones import BackboneConfig, SimpleBaseline
+
+    torch.manual_seed(seed)
+    cfg = BackboneConfig(width=8, blocks=(1, 1, 1, 1), stem_stride=4, deconv_layers=3,
+                         deconv_channels=8)
+    det = SimpleBaseline(17, cfg)
+    torch.nn.init.normal_(det.final.weight, std=0.5)  # peaky, non-trivial heatmaps
+    return det.eval(), W.Config(crop_size=64, backbone=cfg, beta=5.0, depth_channels=8)
+
+
+def test_zoo_model_block_readout_equals_full_resolution_readout():
+    det, cfg = small_detector()
+    torch.manual_seed(1)
+    model = W.ZooWeak25D(det, cfg)
+    images = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    enc = model.encode(images, batch_size=2)
+    assert enc.joints2d.shape == (3, 17, 2) and enc.encoding.shape == (3, 64, 2, 2)
+    assert enc.log_prob.shape == (3, 17, 4, 4)  # depth maps at twice the encoder's resolution
+    # an untrained head predicts flat poses: the 2D-only baseline
+    assert torch.equal(model.depth(enc), torch.zeros(3, 17))
+    torch.nn.init.normal_(model.head.maps[-1].weight)
+    model.eval()
+    with torch.no_grad():
+        zr = model.depth(enc)
+        # independent reference: softmax at full heatmap resolution, depth maps repeated 4x4
+        heat = det(normalize(images)).heatmaps
+        D = model.head.maps(enc.encoding)
+        D_full = D.repeat_interleave(4, -1).repeat_interleave(4, -2)
+        prob = torch.softmax(cfg.beta * heat.flatten(-2), -1)
+        z = (prob * D_full.flatten(-2)).sum(-1)
+    assert torch.allclose(zr, z - z[:, :1], atol=1e-5)
+    # the 2D joints are the detector's refined peaks
+    from mvbook.heatmaps import refine_argmax_2d
+    assert torch.allclose(enc.joints2d, refine_argmax_2d(heat)[0])
+    out = model(images)
+    assert torch.allclose(out["zr"], zr, atol=1e-5) and torch.allclose(out["joints2d"], enc.joints2d, atol=1e-4)
+
+
+def normalize(images):
+    from mvbook.crops import normalize_images
+    return normalize_images(images)
+
+
+def zoo_sets(n: int = 6, views: int = 4):
+    """A random detector and synthetic multiview/test sets at its crop size."""
+    det, cfg = small_detector()
+    h = cfg.heatmap_size
+    X = human_poses(n).float()
+    Kh = torch.tensor([[h * 1.2, 0.0, (h - 1) / 2], [0.0, h * 1.2, (h - 1) / 2], [0.0, 0.0, 1.0]])
+    uv, zr = W.pose_to_25d(X, Kh.expand(n, 3, 3))
+    g = torch.Generator().manual_seed(0)
+    img = torch.randint(0, 256, (n, views, 3, 64, 64), generator=g, dtype=torch.uint8)
+    mv = W.MultiviewSet(img, Kh.expand(n, views, 3, 3), uv[:, None].expand(n, views, 17, 2),
+                        torch.ones(n, views, 17, dtype=torch.bool), zr[:, None].expand(n, views, 17),
+                        X[:, None].expand(n, views, 17, 3))
+    test = W.ImageSet(img[:, 0], uv, torch.ones(n, 17, dtype=torch.bool), Kh.expand(n, 3, 3), X, zr,
+                      torch.full((n,), 250.0), ["S9"] * n, image_scale=torch.full((n,), 2.0))
+    return det, cfg, mv, test
+
+
+@pytest.mark.parametrize("mode", ["weak", "full"])
+def test_fit_depth_trains_the_head_only(mode):
+    det, cfg, mv, test = zoo_sets()
+    before = {k: v.clone() for k, v in det.state_dict().items()}
+    torch.manual_seed(0)
+    model = W.ZooWeak25D(det, cfg)
+    enc = model.encode(mv.images.flatten(0, 1))
+    prior = W.bone_ratio_prior(mv.joints_cam[:, 0])
+    hist = W.fit_depth(model, mode, enc, mv, steps=12, batch_mv=3, lr=1e-2, prior=prior,
+                       device="cpu", progress=False, log_every=1)
+    _, loss = hist.series("loss")
+    assert all(math.isfinite(v) for v in loss) and loss[-1] < loss[0]
+    assert ("l_mc" in hist.keys()) == (mode == "weak") and ("l_depth" in hist.keys()) == (mode == "full")
+    after = det.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # frozen, batch norm too
+    assert not model.detector.training
+    assert any(p.abs().sum() > 0 for p in model.head.maps[-1].parameters())
+    # the encoded test crops give the same predictions as the crops themselves
+    enc_test = model.encode(test.images)
+    a = W.evaluate(model, test, encoded=enc_test)
+    b = W.evaluate(model, test)
+    assert a == pytest.approx(b, rel=1e-5)
+    err = (enc_test.joints2d - test.joints2d).norm(dim=-1).mean()
+    assert a["2D error (image px)"] == pytest.approx(2.0 * float(err), rel=1e-5)
+    with pytest.raises(TypeError, match="ZooWeak25D"):
+        W.predict(W.Weak25DNet(17, W.Config(crop_size=32)), enc_test, test.K)
+
+
+def test_encoded_batches_take_all_views_of_a_frame_and_check_their_input():
+    det, cfg, mv, _ = zoo_sets(n=5)
+    model = W.ZooWeak25D(det, cfg)
+    enc = model.encode(mv.images.flatten(0, 1))
+    batches = W.EncodedBatches(enc, mv, batch_mv=2, seed=3)
+    assert len(batches) == 2
+    batch = next(iter(batches))
+    assert batch["encoding"].shape == (8, 64, 2, 2) and batch["joints2d_pred"].shape == (2, 4, 17, 2)
+    # the four crops of a batch frame are the four views of one multiview frame
+    rows = [int(torch.nonzero((enc.joints2d == batch["joints2d_pred"][0, c]).all(-1).all(-1))[0])
+            for c in range(4)]
+    assert rows == [rows[0] + c for c in range(4)] and rows[0] % 4 == 0
+    f = rows[0] // 4
+    assert torch.equal(batch["K_mv"][0], mv.K[f]) and torch.equal(batch["zr_mv"][0], mv.zr[f])
+    again = next(iter(W.EncodedBatches(enc, mv, batch_mv=2, seed=3)))
+    assert torch.equal(again["encoding"], batch["encoding"])  # seeded
+    with pytest.raises(ValueError, match="encoded"):
+        W.EncodedBatches(enc[:7], mv, batch_mv=2)
+    with pytest.raises(ValueError, match="batch_mv"):
+        W.EncodedBatches(enc, mv, batch_mv=6)
+
+
+def test_weak_loss_is_the_2d_loss_plus_the_multiview_terms():
+    cfg, imgs, mv = synthetic_sets(n=4)
+    cfg.color_jitter = 0.0
+    prior = W.bone_ratio_prior(imgs.joints_cam)
+    torch.manual_seed(0)
+    net = W.Weak25DNet(17, cfg)
+    batch = next(iter(W.WeakBatches(imgs, mv, 2, 2)))
+    loss, logs = W.make_loss("weak", cfg, prior)(net, batch)
+    with torch.no_grad():
+        out = net(torch.cat([batch["images"], batch["images_mv"].flatten(0, 1)]))
+    l2d, _ = W.heatmap_loss({k: v[:2] for k, v in out.items()}, batch["joints2d"], batch["visibility"],
+                            cfg.heatmap_sigma)
+    C = mv.images.shape[1]
+    uv, zr = out["joints2d"][2:].view(2, C, 17, 2), out["zr"][2:].view(2, C, 17)
+    poses = W.reconstruct_from_25d(uv, zr, batch["K_mv"], cfg.reference_bone)
+    by_hand = (l2d + cfg.w_mc * W.multiview_consistency_loss(poses, cfg.mc_delta)
+               + W.limb_length_loss(poses, prior)[0]
+               + cfg.w_front * W.distance_prior_loss(uv, zr, batch["K_mv"], z_min=cfg.z_min))
+    assert float(loss.detach()) == pytest.approx(float(by_hand), rel=1e-5)
+
+
+def test_settings_take_the_zoo_recipe_and_validate_pretrained():
+    from mvbook.zoo import recipe
+
+    plan = W.settings("quick")
+    rec = recipe("pose2d", "quick")
+    assert plan.pretrained == "pose2d" and plan.steps["2d"] == 0
+    assert (plan.config.crop_size, plan.config.crop_scale) == (rec.crop_size, rec.crop_scale)
+    assert plan.config.backbone == rec.backbone
+    assert W.settings("quick", pretrained="none").config.crop_size == 32
+    with pytest.raises(ValueError, match="pretrained"):
+        W.settings("quick", pretrained="imagenet")

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mvbook.crops import heatmap_to_crop, normalize_images
+from mvbook.crops import crop_to_heatmap, heatmap_to_crop, normalize_images
 from mvbook.geometry import triangulate, triangulate_ransac
-from mvbook.heatmaps import refine_argmax_2d, soft_argmax_2d
+from mvbook.heatmaps import refine_argmax_2d
+from mvbook.heatmaps import soft_argmax_errors as heatmap_soft_argmax_errors
 from mvbook.metrics import mpjpe
 from mvbook.nn.backbones import SimpleBaseline
 from mvbook.runtime import resolve_device
@@ -105,10 +106,10 @@ def errors_2d(
     }
 
 
-@torch.no_grad()
 def soft_argmax_errors(data: CropSet, alphas: Iterable[float]) -> dict[float, float]:
     """Mean 2D error (crop px, visible joints) of the soft-argmax (eqs. 1-2) of the cached
-    heatmaps of ``data`` (:func:`cache_backbone`) for each inverse temperature ``alpha``.
+    heatmaps of ``data`` (:func:`cache_backbone`) for each inverse temperature ``alpha``
+    (:func:`mvbook.heatmaps.soft_argmax_errors`, brought from heatmap to crop pixels).
 
     With a frozen backbone whose heatmaps were trained by a heatmap MSE (values in [0, 1]), the
     paper's ``alpha = 100`` is nearly a hard argmax (it quantises to whole heatmap pixels); a
@@ -118,18 +119,10 @@ def soft_argmax_errors(data: CropSet, alphas: Iterable[float]) -> dict[float, fl
     if "heatmaps" not in data.tensors:
         raise ValueError("data has no cached heatmaps: run cache_backbone first")
     heat = data.tensors["heatmaps"]
-    gt = data.tensors["joints2d"].float()
-    vis = data.tensors["visibility"].bool()
-    S = data.tensors["images"].shape[-1]
-    out = {}
-    for alpha in alphas:
-        errs = []
-        for a in range(0, len(heat), 64):
-            uv = heatmap_to_crop(soft_argmax_2d(heat[a:a + 64].float(), beta=float(alpha)),
-                                 heat.shape[-1], S)
-            errs.append((uv - gt[a:a + 64]).norm(dim=-1)[vis[a:a + 64]])
-        out[float(alpha)] = float(torch.cat(errs).mean())
-    return out
+    h, S = heat.shape[-1], data.tensors["images"].shape[-1]
+    gt = crop_to_heatmap(data.tensors["joints2d"].float(), h, S)
+    errors = heatmap_soft_argmax_errors(heat, gt, data.tensors["visibility"], alphas)
+    return {alpha: err * S / h for alpha, err in errors.items()}  # a resize scales distances
 
 
 #: The inverse temperatures :func:`choose_alpha` tries.

@@ -27,12 +27,23 @@ maps never receive a signal) and a fully supervised model (2D + scale-normalised
 
 The method contract (:mod:`mvbook.methods`): :class:`Config` and :func:`settings` (config.py),
 the 2.5D representation (pose25d.py), :func:`prepare` (data.py), :class:`Weak25DNet`
-(model.py), :func:`make_loss` and the losses (losses.py), :func:`fit` and :func:`main`
-(training.py), :func:`predict` and :func:`evaluate` (evaluation.py).
+and :class:`ZooWeak25D` (model.py: from scratch, or a depth head on the zoo's frozen 2D
+detector), :func:`make_loss`, :func:`make_depth_loss` and the losses (losses.py), :func:`fit`,
+:func:`fit_depth` and :func:`main` (training.py), :func:`predict` and :func:`evaluate` (evaluation.py).
 """
 
-from .config import MC_ROOTS, MODES, REFERENCE_BONE, SUBJECTS, Config, Settings, settings
+from .config import (
+    MC_ROOTS,
+    MODES,
+    PRETRAINED,
+    REFERENCE_BONE,
+    SUBJECTS,
+    Config,
+    Settings,
+    settings,
+)
 from .data import (
+    EncodedBatches,
     ImageSet,
     MultiviewSet,
     Splits,
@@ -50,11 +61,13 @@ from .losses import (
     distance_prior_loss,
     heatmap_loss,
     limb_length_loss,
+    make_depth_loss,
     make_loss,
     multiview_consistency_loss,
+    multiview_terms,
     rigid_align,
 )
-from .model import Weak25DNet
+from .model import DepthHead, Encoded, Weak25DNet, ZooWeak25D
 from .pose25d import (
     check_bone,
     normalized_rays,
@@ -64,16 +77,17 @@ from .pose25d import (
     root_depth_from_skeleton,
     scale_normalize,
 )
-from .training import fit, main
+from .training import fit, fit_depth, initial_model, main
 
 __all__ = [
-    "MC_ROOTS", "MODES", "REFERENCE_BONE", "SUBJECTS", "Config", "Settings", "settings",
+    "MC_ROOTS", "MODES", "PRETRAINED", "REFERENCE_BONE", "SUBJECTS", "Config", "Settings", "settings",
     "check_bone", "normalized_rays", "pose_to_25d", "reconstruct_from_25d", "root_depth_from_25d",
     "root_depth_from_skeleton", "scale_normalize",
-    "ImageSet", "MultiviewSet", "Splits", "WeakBatches", "color_jitter", "prepare",
+    "EncodedBatches", "ImageSet", "MultiviewSet", "Splits", "WeakBatches", "color_jitter", "prepare",
     "prepare_images", "prepare_multiview",
-    "Weak25DNet",
+    "Weak25DNet", "DepthHead", "Encoded", "ZooWeak25D",
     "bone_lengths", "bone_ratio_prior", "depth_loss", "distance_prior_loss", "heatmap_loss",
-    "limb_length_loss", "make_loss", "multiview_consistency_loss", "rigid_align",
-    "fit", "main", "predict", "evaluate",
+    "limb_length_loss", "make_depth_loss", "make_loss", "multiview_consistency_loss",
+    "multiview_terms", "rigid_align",
+    "fit", "fit_depth", "initial_model", "main", "predict", "evaluate",
 ]

@@ -33,6 +33,7 @@ __all__ = [
     "prepare_images",
     "prepare_multiview",
     "WeakBatches",
+    "EncodedBatches",
     "color_jitter",
 ]
 
@@ -44,7 +45,7 @@ class ImageSet:
     ``images (N, 3, S, S)`` uint8; ``joints2d (N, J, 2)`` heatmap px; ``visibility (N, J)``;
     ``K (N, 3, 3)`` heatmap-pixel intrinsics; ``joints_cam (N, J, 3)`` mm (for evaluation and
     the fully supervised model only); ``zr (N, J)``; ``bone (N,)`` reference length (mm);
-    ``subject`` list of str.
+    ``subject`` list of str; ``image_scale (N,)`` image pixels per heatmap pixel (None: unknown).
     """
 
     images: torch.Tensor
@@ -55,6 +56,7 @@ class ImageSet:
     zr: torch.Tensor
     bone: torch.Tensor
     subject: list[str]
+    image_scale: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -96,7 +98,8 @@ def _sample_crops(sample: Mapping[str, Any], config: Config) -> dict[str, torch.
     _, zr = pose_to_25d(Xc, K_hm, config.reference_bone, config.root_joint)
     _, bone = scale_normalize(Xc, config.reference_bone)
     return {"images": crops, "K": K_hm.float(), "joints2d": uv.float(), "visibility": visible,
-            "joints_cam": Xc.float(), "zr": zr.float(), "bone": bone.float()}
+            "joints_cam": Xc.float(), "zr": zr.float(), "bone": bone.float(),
+            "image_scale": ((box[:, 2] - box[:, 0]) / h).float()}
 
 
 def _iterate(dataset: Any, indices: Sequence[int], progress: bool, desc: str) -> Iterator[Any]:
@@ -117,7 +120,7 @@ def prepare_images(dataset: Any, config: Config, max_frames: int | None = None,
     """Crops of every selected view of up to ``max_frames`` frames of ``dataset`` as
     independent images (a 2D-labelled collection, or a monocular test set)."""
     out: dict[str, list] = {k: [] for k in ("images", "K", "joints2d", "visibility", "joints_cam",
-                                            "zr", "bone")}
+                                            "zr", "bone", "image_scale")}
     subjects: list[str] = []
     for sample in _iterate(dataset, _pick(len(dataset), max_frames, seed), progress, "crops"):
         crops = _sample_crops(sample, config)
@@ -187,6 +190,46 @@ class WeakBatches:
                              visibility_mv=mv.visibility[f], zr_mv=mv.zr[f])
             yield batch
 
+
+class EncodedBatches:
+    """Endless-per-epoch iterable of batches of encoded multiview frames, for the depth head of
+    a :class:`~.model.ZooWeak25D` (:func:`~.losses.make_depth_loss`).
+
+    ``encoded``: :meth:`~.model.ZooWeak25D.encode` of ``multiview.images.flatten(0, 1)`` (frame
+    major, all ``C`` views). Each batch holds ``batch_mv`` random frames: ``encoding`` and
+    ``log_prob`` (``batch_mv * C`` crops), ``joints2d_pred (B, C, J, 2)`` the detector's 2D,
+    ``K_mv`` and, for the fully supervised head, ``zr_mv``. One epoch is
+    ``len(multiview) // batch_mv`` batches, drawn by ``self.generator`` (seeded, ``seed + rank``
+    under ``torchrun``; :func:`mvbook.train.train` saves it in checkpoints).
+    """
+
+    shards_by_rank = True
+
+    def __init__(self, encoded: Any, multiview: MultiviewSet, batch_mv: int, seed: int = 0) -> None:
+        F_, C = multiview.images.shape[:2]
+        if len(encoded) != F_ * C:
+            raise ValueError(f"encoded must hold the {F_} x {C} crops of multiview, "
+                             f"got {len(encoded)}")
+        if not 1 <= batch_mv <= F_:
+            raise ValueError(f"batch_mv must be in [1, {F_}], got {batch_mv}")
+        self.encoded = encoded
+        self.multiview = multiview
+        self.batch_mv = batch_mv
+        self.views = C
+        self.generator = torch.Generator().manual_seed(seed + distributed_info().rank)
+
+    def __len__(self) -> int:
+        return len(self.multiview) // self.batch_mv
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        mv, C = self.multiview, self.views
+        for _ in range(len(self)):
+            f = torch.randint(len(mv), (self.batch_mv,), generator=self.generator)
+            rows = (f[:, None] * C + torch.arange(C)).flatten()
+            enc = self.encoded[rows]
+            yield {"encoding": enc.encoding, "log_prob": enc.log_prob,
+                   "joints2d_pred": enc.joints2d.view(len(f), C, *enc.joints2d.shape[1:]),
+                   "K_mv": mv.K[f], "zr_mv": mv.zr[f]}
 
 
 def color_jitter(images: torch.Tensor, strength: float) -> torch.Tensor:

@@ -42,7 +42,9 @@ __all__ = [
     "limb_length_loss",
     "distance_prior_loss",
     "depth_loss",
+    "multiview_terms",
     "make_loss",
+    "make_depth_loss",
 ]
 
 
@@ -213,6 +215,38 @@ def depth_loss(zr: torch.Tensor, zr_gt: torch.Tensor) -> torch.Tensor:
 
 
 
+def multiview_terms(uv: torch.Tensor, zr: torch.Tensor, K: torch.Tensor, config: Config,
+                    prior: torch.Tensor | None = None, skeleton: Skeleton = H36M_17
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weak-supervision terms on unlabelled synchronised views, weighted by ``config``:
+    multiview consistency + limb-length prior + distance prior, and their logs.
+
+    ``uv (B, C, J, 2)`` heatmap px and ``zr (B, C, J)`` the predicted 2.5D poses of ``B``
+    frames seen by ``C`` cameras with heatmap intrinsics ``K (B, C, 3, 3)``. The compared 3D
+    poses take their root depth as ``config.mc_root`` says (:data:`~.config.MC_ROOTS`).
+    """
+    if config.mc_root.startswith("skeleton") and prior is None:
+        raise ValueError(f"config.mc_root={config.mc_root!r} needs the bone-length prior")
+    if config.mc_root in ("skeleton", "skeleton_flat"):
+        z_root = root_depth_from_skeleton(uv, zr, K, prior, skeleton,
+                                          iterations=3 if config.mc_root == "skeleton" else 0)
+        if not config.root_grad:
+            z_root = z_root.detach()
+        poses = (z_root[..., None] + zr)[..., None] * normalized_rays(uv, K.to(uv.dtype))
+    elif config.mc_root == "reference_flat":
+        z_root = root_depth_from_25d(uv, torch.zeros_like(zr), K, config.reference_bone)
+        if not config.root_grad:
+            z_root = z_root.detach()
+        poses = (z_root[..., None] + zr)[..., None] * normalized_rays(uv, K.to(uv.dtype))
+    else:
+        poses = reconstruct_from_25d(uv, zr, K, config.reference_bone, root_grad=config.root_grad)
+    lmc = multiview_consistency_loss(poses, config.mc_delta, config.root_joint, config.align_grad)
+    lb, blogs = limb_length_loss(poses, prior, skeleton, config.w_bone, config.w_sym)
+    lf = distance_prior_loss(uv, zr, K, config.reference_bone, config.z_min)
+    logs = {"l_mc": lmc.detach(), **blogs, "l_front": lf.detach()}
+    return config.w_mc * lmc + lb + config.w_front * lf, logs
+
+
 def make_loss(mode: str, config: Config, prior: torch.Tensor | None = None,
               skeleton: Skeleton = H36M_17):
     """The loss function ``loss_fn(model, batch) -> (loss, logs)`` of one training mode.
@@ -253,29 +287,35 @@ def make_loss(mode: str, config: Config, prior: torch.Tensor | None = None,
             logs.update(l2d_mv=l2.detach(), l_depth=ld.detach())
             return loss + l2 + config.w_depth * ld, logs
         uv_mc = uv if config.mc_2d_grad else uv.detach()
-        if config.mc_root in ("skeleton", "skeleton_flat"):
-            z_root = root_depth_from_skeleton(uv_mc, zr, batch["K_mv"], prior, skeleton,
-                                              iterations=3 if config.mc_root == "skeleton" else 0)
-            if not config.root_grad:
-                z_root = z_root.detach()
-            rays = normalized_rays(uv_mc, batch["K_mv"].to(uv_mc.dtype))
-            poses = (z_root[..., None] + zr)[..., None] * rays
-        elif config.mc_root == "reference_flat":
-            z_root = root_depth_from_25d(uv_mc, torch.zeros_like(zr), batch["K_mv"],
-                                         config.reference_bone)
-            if not config.root_grad:
-                z_root = z_root.detach()
-            rays = normalized_rays(uv_mc, batch["K_mv"].to(uv_mc.dtype))
-            poses = (z_root[..., None] + zr)[..., None] * rays
-        else:
-            poses = reconstruct_from_25d(uv_mc, zr, batch["K_mv"], config.reference_bone,
-                                         root_grad=config.root_grad)
-        lmc = multiview_consistency_loss(poses, config.mc_delta, config.root_joint,
-                                         config.align_grad)
-        lb, blogs = limb_length_loss(poses, prior, skeleton, config.w_bone, config.w_sym)
-        lf = distance_prior_loss(uv, zr, batch["K_mv"], config.reference_bone, config.z_min)
-        logs.update(l_mc=lmc.detach(), **blogs, l_front=lf.detach())
-        return loss + config.w_mc * lmc + lb + config.w_front * lf, logs
+        lw, wlogs = multiview_terms(uv_mc, zr, batch["K_mv"], config, prior, skeleton)
+        logs.update(wlogs)
+        return loss + lw, logs
 
     return loss_fn
 
+
+
+def make_depth_loss(mode: str, config: Config, prior: torch.Tensor | None = None,
+                    skeleton: Skeleton = H36M_17):
+    """The loss ``loss_fn(head, batch) -> (loss, logs)`` of the depth head of a
+    :class:`~.model.ZooWeak25D` on encoded multiview frames (:class:`~.data.EncodedBatches`).
+
+    - ``"weak"``: :func:`multiview_terms` on the frozen detector's 2D joints (no label read).
+    - ``"full"``: :func:`depth_loss` against the scale-normalised depths of the frames.
+
+    The 2D term has nothing to train (the detector is frozen), so there is no ``"2d"`` mode.
+    """
+    check_choice(mode, "mode", ("weak", "full"))
+    if config.mc_root.startswith("skeleton") and mode == "weak" and prior is None:
+        raise ValueError(f"config.mc_root={config.mc_root!r} needs the bone-length prior")
+
+    def loss_fn(head: nn.Module, batch: Mapping[str, torch.Tensor]):
+        uv = batch["joints2d_pred"]
+        B, C, J = uv.shape[:3]
+        zr = head(batch["encoding"], batch["log_prob"]).view(B, C, J)
+        if mode == "full":
+            ld = depth_loss(zr, batch["zr_mv"])
+            return config.w_depth * ld, {"l_depth": ld.detach()}
+        return multiview_terms(uv, zr, batch["K_mv"], config, prior, skeleton)
+
+    return loss_fn
