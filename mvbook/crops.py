@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from mvbook.geometry import Camera
-from mvbook.validation import check_shape, check_tensor
+from mvbook.validation import check_choice, check_shape, check_tensor
 
 __all__ = [
     "IMAGE_MEAN",
@@ -112,7 +112,8 @@ def crop_points(uv: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tenso
 
 
 def crop_images(
-    images: torch.Tensor, boxes: torch.Tensor, size: int, supersample: int | None = None
+    images: torch.Tensor, boxes: torch.Tensor, size: int, supersample: int | None = None,
+    mode: str = "bilinear",
 ) -> torch.Tensor:
     """Resample ``boxes`` of ``images`` to ``size x size`` crops (bilinear, zeros outside).
 
@@ -126,15 +127,20 @@ def crop_images(
         boxes: ``(N, 4)`` px.
         size: side ``S`` of the crops.
         supersample: samples per crop pixel side (>= 1) or None.
+        mode: ``"bilinear"``, or ``"nearest"`` for label maps (part indices, surface
+            coordinates): each crop pixel takes the image pixel under its centre, no averaging.
 
     Returns:
         ``(N, 3, S, S)`` in the dtype of ``images`` (uint8 is rounded and clamped).
     """
     check_shape(images, "images", "(N, 3, H, W)")
+    check_choice(mode, "mode", ("bilinear", "nearest"))
     N, _, H, W = images.shape
     check_shape(boxes, "boxes", f"({N}, 4)")
     _check_size(size, "size")
     boxes = boxes.to(device=images.device, dtype=torch.float32)
+    if mode == "nearest":
+        supersample = 1
     if supersample is None:
         shrink = float(((boxes[:, 2:] - boxes[:, :2]) / size).max()) if N else 1.0
         supersample = int(min(4, max(1, math.ceil(shrink))))
@@ -148,7 +154,7 @@ def crop_images(
     gx = (2 * u + 1) / W - 1  # grid_sample's align_corners=False coordinates
     gy = (2 * v + 1) / H - 1
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
-    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
+    out = F.grid_sample(images.float(), grid, mode=mode, padding_mode="zeros",
                         align_corners=False)
     if supersample > 1:
         out = F.avg_pool2d(out, supersample)
@@ -163,6 +169,7 @@ def warp_crops(
     angle: torch.Tensor,
     scale: torch.Tensor,
     shift: torch.Tensor,
+    mode: str = "bilinear",
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Rotate, scale and shift square crops about their centre, and their 2D points with them.
 
@@ -176,11 +183,13 @@ def warp_crops(
         images: ``(N, 3, S, S)`` uint8 or float.
         points: ``(N, J, 2)`` crop px, or None.
         angle: ``(N,)`` radians; scale: ``(N,)`` (> 1 enlarges); shift: ``(N, 2)`` crop px.
+        mode: ``"bilinear"``, or ``"nearest"`` for label maps.
 
     Returns:
         the warped images (dtype of ``images``) and points (None if ``points`` is None).
     """
-    check_shape(images, "images", "(N, 3, S, S)")
+    check_shape(images, "images", "(N, C, S, S)")
+    check_choice(mode, "mode", ("bilinear", "nearest"))
     N, _, H, W = images.shape
     if H != W:
         raise ValueError(f"images must be square crops, got {H}x{W}")
@@ -197,8 +206,8 @@ def warp_crops(
     t = 2 * shift / W  # normalised coordinates of grid_sample (align_corners=False)
     A_inv = torch.linalg.inv(A)
     theta = torch.cat([A_inv, -(A_inv @ t[..., None])], -1)  # output -> input, (N, 2, 3)
-    grid = F.affine_grid(theta, [N, 3, H, W], align_corners=False)
-    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros",
+    grid = F.affine_grid(theta, [N, images.shape[1], H, W], align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode=mode, padding_mode="zeros",
                         align_corners=False)
     if images.dtype == torch.uint8:
         out = out.round().clamp(0, 255).to(torch.uint8)

@@ -38,6 +38,7 @@ from mvbook.nn.backbones import SimpleBaseline
 from mvbook.skeletons import H36M_17
 from mvbook.train import to_device
 
+from .augment import colour_augment
 from .recipes import Recipe
 
 __all__ = ["CropBank", "build_model", "person_crops", "make_loss", "predict_joints", "evaluate"]
@@ -119,20 +120,10 @@ def augment(batch: dict, rec: Recipe, generator: torch.Generator | None = None) 
     a = rec.augment
     images = batch["images"]
     N, _, S, _ = images.shape
-    dev = images.device
     angle, scale, shift = random_warps(N, a.rotation, a.scale, a.shift, S, generator)
     images, uv = warp_crops(images, batch["joints2d"], angle, scale, shift)
     vis = batch["visibility"] & ((uv >= -0.5) & (uv <= S - 0.5)).all(-1)
-    x = images.float()
-    gain = 1 + a.colour * (2 * torch.rand(N, 3, 1, 1, generator=generator) - 1)
-    permute = torch.rand(N, generator=generator) < a.permute
-    order = torch.where(permute[:, None], torch.argsort(torch.rand(N, 3, generator=generator), 1),
-                        torch.arange(3).expand(N, 3))
-    x = x.gather(1, order.to(dev)[:, :, None, None].expand_as(x)) * gain.to(dev)
-    if a.noise > 0:
-        noise = torch.randn(x.shape, generator=generator).to(dev)
-        x = x + a.noise * noise
-    return {"images": normalize_images(x.clamp(0, 255)), "joints2d": uv, "visibility": vis}
+    return {"images": colour_augment(images, a, generator), "joints2d": uv, "visibility": vis}
 
 
 def make_loss(rec: Recipe, generator: torch.Generator | None = None):

@@ -27,11 +27,14 @@ from mvbook.studio.scenes import TEST_SUBJECTS, StudioConfig, profile_config
 __all__ = ["MODELS", "Recipe", "recipe", "check_no_test_data"]
 
 #: The zoo's models, in the order ``mvbook zoo list`` shows them.
-MODELS = ("pose2d",)
+MODELS = ("pose2d", "dense0")
 
 _DESCRIPTIONS = {
     "pose2d": "2D human joint detector (Human3.6M-17 heatmaps, sub-pixel readout) on "
               "single- and multi-person studio crops; the stand-in for a COCO/MPII 2D pose net",
+    "dense0": "dense surface coordinates (16 parts + UV per part, like DensePose) on person "
+              "crops of a shifted studio domain (other looks, lights and cameras than the "
+              "chapters' multiview set); the dense-keypoint chapter's phi_0",
 }
 
 
@@ -127,7 +130,9 @@ def recipe(name: str, profile: str = "quick") -> Recipe:
     if name not in MODELS:
         raise ValueError(f"name must be one of the zoo's models {MODELS}, got {name!r}")
     check_profile(profile)
-    # pose2d (the only model so far)
+    if name == "dense0":
+        return _dense0(profile)
+    # pose2d
     # Seeds: 0 is the chapters' own studio seed (their training subjects' looks and room);
     # 1 adds other looks and another room; the held-out sample uses seed 2.
     train_data = by_profile(
@@ -155,6 +160,43 @@ def recipe(name: str, profile: str = "quick") -> Recipe:
         steps=by_profile(profile, smoke=6, quick=8000, full=60000),
         batch=by_profile(profile, smoke=4, quick=32, full=64),
         warmup=by_profile(profile, smoke=1, quick=200, full=1000),
+    )
+
+
+#: The studio seeds of the dense0 domain (training, held-out): not the chapters' seed 0.
+DENSE0_SEEDS = (5, 6)
+
+
+def _dense_domain(profile: str, seed: int, sequences: int, frames: int) -> StudioConfig:
+    """The shifted domain of ``dense0``: training subjects under another seed (other looks and
+    rooms), the Panoptic-like rig (other cameras), sensor noise; IUV and masks stored."""
+    return profile_config(profile, "single", seed, rig="panoptic", sequences=(sequences, 0),
+                          frames=(frames, 1), test_subjects=(), noise=2.0,
+                          store=("masks", "iuv"))
+
+
+def _dense0(profile: str) -> Recipe:
+    train_seed, held_seed = DENSE0_SEEDS
+    return Recipe(
+        name="dense0", profile=profile,
+        train_data=by_profile(profile, smoke=(_dense_domain("smoke", train_seed, 1, 2),),
+                              quick=(_dense_domain("quick", train_seed, 2, 20),),
+                              full=(_dense_domain("full", train_seed, 4, 40),)),
+        held_out=by_profile(profile, smoke=_dense_domain("smoke", held_seed, 1, 1),
+                            quick=_dense_domain("quick", held_seed, 1, 3),
+                            full=_dense_domain("full", held_seed, 1, 10)),
+        backbone=by_profile(
+            profile,
+            smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=4, deconv_layers=2,
+                                 deconv_channels=8),
+            quick=BackboneConfig(width=24, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
+                                 deconv_channels=48),
+            full=resnet18_like(),
+        ),
+        crop_size=by_profile(profile, smoke=32, quick=128, full=256),
+        steps=by_profile(profile, smoke=6, quick=3000, full=40000),
+        batch=by_profile(profile, smoke=4, quick=32, full=64),
+        warmup=by_profile(profile, smoke=1, quick=150, full=1000),
     )
 
 

@@ -23,9 +23,9 @@ import torch
 from mvbook.runtime import resolve_device
 from mvbook.train import TrainConfig, make_loader, train
 
-from . import pose2d
 from .recipes import Recipe, check_no_test_data, recipe
 from .store import default_folder, half_state, weights_path, write_model
+from .tasks import task
 
 __all__ = ["train_model", "held_out_bank", "training_bank", "code_commit", "device_name"]
 
@@ -50,25 +50,25 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _banks(configs, rec: Recipe, profile: str, progress: bool, cache_dir) -> pose2d.CropBank:
+def _banks(configs, rec: Recipe, profile: str, progress: bool, cache_dir):
     from mvbook.data.format import MultiviewDataset
     from mvbook.studio.build import build_studio
 
     banks = []
     for cfg in configs:
         root = build_studio(profile, cfg.scene, cfg.seed, cache_dir, progress, config=cfg)
-        banks.append(pose2d.person_crops(MultiviewDataset(root, split="train"), rec,
-                                         progress=progress))
-    return pose2d.CropBank.cat(banks)
+        banks.append(task(rec.name).person_crops(MultiviewDataset(root, split="train"), rec,
+                                                 progress=progress))
+    return type(banks[0]).cat(banks)
 
 
-def training_bank(rec: Recipe, *, progress: bool = True, cache_dir=None) -> pose2d.CropBank:
+def training_bank(rec: Recipe, *, progress: bool = True, cache_dir=None):
     """The recipe's training crops (studio datasets built on first use)."""
     check_no_test_data(rec)
     return _banks(rec.train_data, rec, rec.profile, progress, cache_dir)
 
 
-def held_out_bank(rec: Recipe, *, progress: bool = True, cache_dir=None) -> pose2d.CropBank:
+def held_out_bank(rec: Recipe, *, progress: bool = True, cache_dir=None):
     """The recipe's held-out crops (the sample the card's metrics are measured on)."""
     check_no_test_data(rec)
     return _banks([rec.held_out], rec, rec.profile, progress, cache_dir)
@@ -115,7 +115,8 @@ def train_model(
     bank = training_bank(rec, progress=progress, cache_dir=cache_dir)
     held = held_out_bank(rec, progress=progress, cache_dir=cache_dir)
     torch.manual_seed(rec.seed)
-    model = pose2d.build_model(rec)
+    job = task(name)
+    model = job.build_model(rec)
     optimizer = torch.optim.AdamW(model.to(dev).parameters(), lr=rec.lr,
                                   weight_decay=rec.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(rec))
@@ -125,12 +126,12 @@ def train_model(
                          checkpoint_every=every, log_every=max(1, rec.steps // 100),
                          progress=progress, desc=f"zoo {name} ({profile})")
     t0 = time.perf_counter()
-    history = train(model, pose2d.make_loss(rec), make_loader(bank, rec.batch, seed=rec.seed),
+    history = train(model, job.make_loss(rec), make_loader(bank, rec.batch, seed=rec.seed),
                     config, optimizer=optimizer, scheduler=scheduler)
     state = half_state(model)
     model.cpu().load_state_dict({k: v.float() if v.is_floating_point() else v
                                  for k, v in state.items()})
-    metrics = pose2d.evaluate(model, held)
+    metrics = job.evaluate(model, held)
     card = {
         "name": name,
         "profile": profile,
