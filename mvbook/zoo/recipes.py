@@ -194,9 +194,9 @@ def _dense0(profile: str) -> Recipe:
             full=resnet18_like(),
         ),
         crop_size=by_profile(profile, smoke=32, quick=128, full=256),
-        steps=by_profile(profile, smoke=6, quick=3000, full=40000),
+        steps=by_profile(profile, smoke=6, quick=1500, full=40000),
         batch=by_profile(profile, smoke=4, quick=32, full=64),
-        warmup=by_profile(profile, smoke=1, quick=150, full=1000),
+        warmup=by_profile(profile, smoke=1, quick=100, full=1000),
     )
 
 
