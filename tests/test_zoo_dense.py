@@ -134,3 +134,15 @@ def test_zoo_train_dense0_smoke_end_to_end(tmp_path, one_torch_thread):
     warped, _ = warp_crops(torch.zeros(1, 3, 8, 8), None, torch.zeros(1), torch.ones(1), torch.zeros(1, 2),
                            mode="nearest")
     assert warped.shape == (1, 3, 8, 8)
+
+
+def test_banks_refuse_missing_or_ragged_tensors():
+    with pytest.raises(ValueError, match=r"DenseBank needs tensors .* missing \['iuv'\]"):
+        dense.DenseBank({"images": torch.zeros(2, 3, 4, 4), "box_side": torch.ones(2)})
+    with pytest.raises(ValueError, match="do not have 2 rows"):
+        dense.DenseBank({"images": torch.zeros(2, 3, 4, 4), "iuv": torch.zeros(3, 3, 1, 1),
+                         "box_side": torch.ones(2)})
+    a = dense.DenseBank({"images": torch.zeros(2, 3, 4, 4), "iuv": torch.zeros(2, 3, 1, 1),
+                         "box_side": torch.ones(2)})
+    both = dense.DenseBank.cat([a, a])
+    assert isinstance(both, dense.DenseBank) and len(both) == 4

@@ -16,8 +16,6 @@ Metrics (:func:`evaluate`): part accuracy on foreground pixels, foreground IoU, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,6 +28,7 @@ from mvbook.studio import NUM_PARTS
 from mvbook.train import to_device
 
 from .augment import colour_augment
+from .bank import TensorBank
 from .recipes import Recipe
 
 __all__ = ["DenseBank", "build_model", "person_crops", "make_loss", "predict_iuv", "evaluate",
@@ -39,32 +38,11 @@ __all__ = ["DenseBank", "build_model", "person_crops", "make_loss", "predict_iuv
 UV_WEIGHT = 5.0
 
 
-class DenseBank(torch.utils.data.Dataset):
+class DenseBank(TensorBank):
     """Person crops with dense labels: ``images`` uint8 ``(N, 3, S, S)``, ``iuv`` float
     ``(N, 3, h, h)`` (part index, U, V at the network's output resolution), ``box_side (N,)``."""
 
     KEYS = ("images", "iuv", "box_side")
-
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        missing = [k for k in self.KEYS if k not in tensors]
-        if missing:
-            raise ValueError(f"DenseBank needs tensors {self.KEYS}, missing {missing}")
-        n = len(tensors["images"])
-        bad = {k: len(v) for k, v in tensors.items() if len(v) != n}
-        if bad:
-            raise ValueError(f"tensors {bad} do not have {n} rows like images")
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors["images"])
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-    @staticmethod
-    def cat(banks: Iterable[DenseBank]) -> DenseBank:
-        banks = list(banks)
-        return DenseBank({k: torch.cat([b.tensors[k] for b in banks]) for k in DenseBank.KEYS})
 
 
 def output_size(rec: Recipe) -> int:

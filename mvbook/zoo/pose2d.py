@@ -16,8 +16,6 @@ at 2 and 5 image pixels.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import torch
 from torch import nn
@@ -39,38 +37,18 @@ from mvbook.skeletons import H36M_17
 from mvbook.train import to_device
 
 from .augment import colour_augment
+from .bank import TensorBank
 from .recipes import Recipe
 
 __all__ = ["CropBank", "build_model", "person_crops", "make_loss", "predict_joints", "evaluate"]
 
 
-class CropBank(torch.utils.data.Dataset):
+class CropBank(TensorBank):
     """Single-view person crops in memory: ``images`` uint8 ``(N, 3, S, S)``, ``joints2d``
     ``(N, J, 2)`` crop px, ``visibility`` bool ``(N, J)``, ``box_side`` ``(N,)`` image px of the
     crop's box (crop px x ``box_side / S`` = image px)."""
 
     KEYS = ("images", "joints2d", "visibility", "box_side")
-
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        missing = [k for k in self.KEYS if k not in tensors]
-        if missing:
-            raise ValueError(f"CropBank needs tensors {self.KEYS}, missing {missing}")
-        n = len(tensors["images"])
-        bad = {k: len(v) for k, v in tensors.items() if len(v) != n}
-        if bad:
-            raise ValueError(f"tensors {bad} do not have {n} rows like images")
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(self.tensors["images"])
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-    @staticmethod
-    def cat(banks: Iterable[CropBank]) -> CropBank:
-        banks = list(banks)
-        return CropBank({k: torch.cat([b.tensors[k] for b in banks]) for k in CropBank.KEYS})
 
 
 def build_model(rec: Recipe) -> SimpleBaseline:

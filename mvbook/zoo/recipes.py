@@ -113,6 +113,18 @@ class Recipe:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _backbone(profile: str) -> BackboneConfig:
+    """The zoo's network size per profile (every model has the same trunk)."""
+    return by_profile(
+        profile,
+        smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=4, deconv_layers=2,
+                             deconv_channels=8),
+        quick=BackboneConfig(width=24, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
+                             deconv_channels=48),
+        full=resnet18_like(),
+    )
+
+
 def _single(profile: str, seed: int, sequences: int, frames: int, **kw) -> StudioConfig:
     """A single-person studio configuration with training subjects only (no test split)."""
     return profile_config(profile, "single", seed, sequences=(sequences, 0), frames=(frames, 1),
@@ -145,14 +157,7 @@ def recipe(name: str, profile: str = "quick") -> Recipe:
     )
     held_out = by_profile(profile, smoke=_single("smoke", 2, 1, 1),
                           quick=_single("quick", 2, 1, 3), full=_single("full", 2, 1, 10))
-    backbone = by_profile(
-        profile,
-        smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=4, deconv_layers=2,
-                             deconv_channels=8),
-        quick=BackboneConfig(width=24, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
-                             deconv_channels=48),
-        full=resnet18_like(),
-    )
+    backbone = _backbone(profile)
     return Recipe(
         name=name, profile=profile, train_data=train_data, held_out=held_out, backbone=backbone,
         crop_size=by_profile(profile, smoke=32, quick=128, full=256),
@@ -185,14 +190,7 @@ def _dense0(profile: str) -> Recipe:
         held_out=by_profile(profile, smoke=_dense_domain("smoke", held_seed, 1, 1),
                             quick=_dense_domain("quick", held_seed, 1, 3),
                             full=_dense_domain("full", held_seed, 1, 10)),
-        backbone=by_profile(
-            profile,
-            smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=4, deconv_layers=2,
-                                 deconv_channels=8),
-            quick=BackboneConfig(width=24, blocks=(2, 2, 2, 2), stem_stride=4, deconv_layers=3,
-                                 deconv_channels=48),
-            full=resnet18_like(),
-        ),
+        backbone=_backbone(profile),
         crop_size=by_profile(profile, smoke=32, quick=128, full=256),
         steps=by_profile(profile, smoke=6, quick=1500, full=40000),
         batch=by_profile(profile, smoke=4, quick=32, full=64),
