@@ -19,7 +19,13 @@ from typing import Any
 
 import torch
 
-from ..validation import as_float_tensor, broadcast_batch, check_shape, common_float_dtype
+from ..validation import (
+    as_float_tensor,
+    broadcast_batch,
+    check_finite,
+    check_shape,
+    common_float_dtype,
+)
 from .projection import (
     _camera_to_pixel,
     _check_points,
@@ -57,7 +63,8 @@ class Camera:
         image_size: ``(B..., 2)`` ``(width, height)`` in pixels or ``None``; stored as int64.
 
     The batch shapes of the arguments broadcast to :attr:`batch_shape`. Floating inputs are
-    promoted to one dtype; integer inputs become that dtype.
+    promoted to one dtype; integer inputs become that dtype. NaN or infinite values in ``K``,
+    ``R``, ``t`` or ``dist`` raise ``ValueError`` naming the argument.
     """
 
     def __init__(
@@ -93,6 +100,9 @@ class Camera:
             size_t = _as_size(image_size, "image_size", K.device)
             shapes["image_size"] = tuple(size_t.shape[:-1])
         batch = broadcast_batch(shapes)
+        for name, value in (("K", K), ("R", R), ("t", t), ("dist", dist_t)):
+            if value is not None:
+                check_finite(value.detach(), name)
         self.K = K.to(dtype).expand(*batch, 3, 3)
         self.R = R.to(dtype).expand(*batch, 3, 3)
         self.t = t.to(dtype).expand(*batch, 3)

@@ -6,7 +6,9 @@ Convention: ``F`` maps points of image ``a`` to lines of image ``b``:
 Frobenius norm; every distance below is invariant to the scale of ``F``.
 
 Broadcasting: ``F (B..., 3, 3)`` and points ``(..., N, 2)``; ``...`` broadcasts against ``B``.
-Distances are in pixels (``squared=True``: pixels squared).
+Distances are in pixels (``squared=True``: pixels squared). NaN policy: a NaN in a point, a
+line or ``F`` gives a NaN distance for the points it touches (never 0, which would read as a
+perfect match); infinite inputs give NaN or ``inf``, never a finite distance.
 """
 
 from __future__ import annotations
@@ -48,17 +50,23 @@ def _check_F(F: Any, like: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
-    """``sqrt(x)`` with a zero (not NaN) gradient at ``x = 0``."""
+    """``sqrt(x)`` with a zero (not NaN) gradient at ``x = 0``; NaN stays NaN."""
     pos = x > 0
-    return torch.where(pos, torch.sqrt(torch.where(pos, x, torch.ones_like(x))), torch.zeros_like(x))
+    out = torch.where(pos, torch.sqrt(torch.where(pos, x, torch.ones_like(x))), torch.zeros_like(x))
+    return torch.where(torch.isnan(x), x, out)
 
 
 def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """``num / den`` with ``inf`` where ``den == 0`` (``num`` > 0) and finite gradients elsewhere."""
+    """``num / den`` with ``inf`` where ``den == 0`` (``num`` > 0) and finite gradients elsewhere.
+
+    NaN in ``num`` or ``den`` gives NaN (never a distance of 0, which would read as a match).
+    """
     ok = den > 0
     out = num / torch.where(ok, den, torch.ones_like(den))
-    return torch.where(ok, out, torch.where(num > 0, torch.full_like(out, float("inf")),
-                                            torch.zeros_like(out)))
+    out = torch.where(ok, out, torch.where(num > 0, torch.full_like(out, float("inf")),
+                                           torch.zeros_like(out)))
+    nan = torch.isnan(num) | torch.isnan(den)
+    return torch.where(nan, torch.full_like(out, float("nan")), out)
 
 
 def fundamental_from_projections(P_a: Any, P_b: Any) -> torch.Tensor:

@@ -346,15 +346,86 @@ def _normal_matrix(
 
 _DEGENERATE_B = torch.tensor([3.0, 0, 2, 0, 0, 1, 0, 0, 0, 0]) / 6  # packed diag(3, 2, 1, 0) / 6
 
+# When the normal matrix loses the solution to rounding, the weighted rows themselves are solved
+# (a float64 SVD of A, whose backward error is eps ||A|| rather than eps ||A||^2): for points
+# whose weakest usable view has (w / w_max)^2 below _W2_RATIO, or whose B has diagonal entries
+# more than _DIAG_RATIO apart (e.g. world coordinates of 1e6 mm and more with normalize=False).
+_W2_RATIO = 1e-6
+_DIAG_RATIO = 1e10
+
+
+def _scale_weights(w: torch.Tensor, usable: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights divided by each point's largest usable weight (the DLT is invariant to it), so
+    that huge weights do not overflow ``w^2``; returns ``(w', non-finite)`` where
+    ``non-finite (..., N)`` marks points with an infinite weight (their ``w'`` is 0)."""
+    wz = torch.where(usable, w, torch.zeros_like(w))
+    wmax = wz.amax(dim=-2, keepdim=True)
+    inf = torch.isinf(wmax)
+    ok = (wmax > 0) & ~inf
+    w_s = torch.where(ok, wz / torch.where(ok, wmax, torch.ones_like(wmax)), torch.zeros_like(wz))
+    return w_s, inf[..., 0, :]
+
+
+def _needs_rows(Bp: torch.Tensor, w: torch.Tensor | None, usable: torch.Tensor) -> torch.Tensor:
+    """Points ``(..., N)`` whose normal matrix ``Bp (..., 10, N)`` is too ill-conditioned."""
+    d = Bp[..., _DIAG, :]
+    flag = d.amax(dim=-2) > _DIAG_RATIO * d.amin(dim=-2)
+    if w is not None:
+        w2 = torch.where(usable, w * w, torch.full_like(w, float("inf")))
+        flag = flag | (w2.amin(dim=-2) < _W2_RATIO)
+    return flag
+
+
+def _solve_rows(pts: torch.Tensor, P: torch.Tensor, w: torch.Tensor | None,
+                usable: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
+    """Homogeneous solutions ``(M, 4)`` of the points in ``flag (..., N)`` by a float64 SVD of
+    their weighted DLT rows ``A (M, 2C, 4)`` (batched, differentiable)."""
+    f64 = torch.float64
+    C, N = usable.shape[-2:]
+    batch = flag.shape[:-1]
+    idx = flag.nonzero(as_tuple=True)
+    bidx, nidx = idx[:-1], idx[-1]
+    def per_point(x: torch.Tensor, tail: tuple[int, ...]) -> torch.Tensor:
+        # (..., C, N, *tail) -> (M, C, *tail) for the flagged (batch, point) pairs
+        x = x.expand(*batch, C, N, *tail).movedim(len(batch) + 1, len(batch))
+        return x[(*bidx, nidx)]
+
+    uv = per_point(pts.to(f64), (2,))  # (M, C, 2)
+    Pf = P.to(f64).expand(*batch, C, 3, 4)
+    Pf = Pf[bidx] if batch else Pf.expand(len(nidx), C, 3, 4)  # (M, C, 3, 4)
+    use = per_point(usable, ())  # (M, C)
+    wf = use.to(f64) if w is None else per_point(w.to(f64), ())
+    wf = torch.where(use, wf, torch.zeros_like(wf))
+    uv = torch.where(use[..., None], uv, torch.zeros_like(uv))
+    rows = uv[..., :, None] * Pf[..., 2:3, :] - Pf[..., :2, :]  # (M, C, 2, 4)
+    A = (wf[..., None, None] * rows).flatten(-3, -2)
+    _, _, Vh = torch.linalg.svd(A, full_matrices=False)
+    return Vh[..., -1, :]
+
 
 def _solve_normal(Bp: torch.Tensor, degenerate: torch.Tensor) -> torch.Tensor:
     """Unit ``v (..., 4, N)`` minimizing ``v^T B v``; degenerate points get a stand-in ``B``."""
     tr = Bp[..., 0, :] + Bp[..., 2, :] + Bp[..., 5, :] + Bp[..., 9, :]
-    bad = degenerate | ~(tr > 0) | ~torch.isfinite(tr)
+    bad = degenerate | ~(tr > 0)
     if bool(bad.any()):
         sub = _DEGENERATE_B.to(dtype=Bp.dtype, device=Bp.device)[:, None]
         Bp = torch.where(bad[..., None, :], sub, Bp)
     return _SmallestEigvec.apply(Bp)
+
+
+def _solve_block(pts: torch.Tensor, Pn: torch.Tensor, w: torch.Tensor | None,
+                 usable: torch.Tensor, degenerate: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(v (..., 4, N), degenerate (..., N))`` of one block of points: points whose normal
+    matrix is not finite (overflow, infinite weight) join the degenerate ones."""
+    Bp = _normal_matrix(pts, Pn, w, usable)
+    degenerate = degenerate | ~torch.isfinite(Bp).all(dim=-2)
+    v = _solve_normal(Bp, degenerate)
+    rows = _needs_rows(Bp, w, usable) & ~degenerate
+    if bool(rows.any()):
+        v_rows = _solve_rows(pts, Pn, w, usable, rows)
+        v = v.movedim(-2, -1).index_put(rows.nonzero(as_tuple=True), v_rows).movedim(-1, -2)
+    return v, degenerate
 
 
 # ---------------------------------------------------------------------------------------
@@ -376,12 +447,14 @@ def triangulate(
             multiplying the two rows of each view in ``A``; ``None`` = all ones. A view is
             *usable* for a point when its weight is ``> 0`` and its 2D point is finite; the
             other views are ignored (NaN 2D points such as projections behind a camera may be
-            passed with any weight).
+            passed with any weight). Only ratios of a point's weights matter (they are divided
+            by the point's largest one), so weights of any magnitude give the same point.
         normalize: Hartley normalization (see the module docstring); recommended. It depends on
             the cameras only (all ``C`` of them, whatever the weights), so with it a zero-weight
             view changes the result of noisy data slightly compared with leaving the view out
             (exactly equal with ``normalize=False``).
-        on_degenerate: what to do with points that have fewer than two usable views:
+        on_degenerate: what to do with *degenerate* points: fewer than two usable views, an
+            infinite weight, or coordinates so large that the normal matrix overflows.
             ``"nan"`` returns NaN for those points (and zero gradient to their inputs);
             ``"raise"`` raises ``ValueError``.
 
@@ -389,6 +462,10 @@ def triangulate(
         ``(..., N, 3)`` world points in mm, differentiable with respect to ``points2d``,
         ``P`` and ``weights``. Two cameras with the same centre give an arbitrary point on
         the common ray; rays that are all parallel give a point at infinity (non-finite).
+        Accuracy: points whose normal matrix is ill-conditioned (a weight ratio below 1e-3
+        between usable views, or world coordinates far from the cameras' scale with
+        ``normalize=False``) are solved from the weighted rows by a float64 SVD, so the result
+        agrees with the SVD of ``A`` at weight ratios down to 1e-8 and offsets of 1e7 mm.
     """
     _check_degenerate_option(on_degenerate)
     pts, Pm, w = _prepare(points2d, P, weights)
@@ -396,8 +473,11 @@ def triangulate(
     usable = usable_views(pts, w)
     count = usable.sum(dim=-2)
     degenerate = count < 2
-    if on_degenerate == "raise" and bool(degenerate.any()):
-        n_bad = int(degenerate.sum())
+    if w is not None:
+        w, inf_w = _scale_weights(w, usable)
+        degenerate = degenerate | inf_w
+    if on_degenerate == "raise" and bool((count < 2).any()):
+        n_bad = int((count < 2).sum())
         raise ValueError(
             f"points2d: {n_bad} of {degenerate.numel()} points have fewer than two usable views "
             "(weight > 0 and a finite 2D point); pass on_degenerate='nan' to get NaN for them")
@@ -407,16 +487,24 @@ def triangulate(
         Pn = Pm.to(torch.float64)
     n = pts.shape[-2]
     if n <= 2 * _CHUNK:
-        v = _solve_normal(_normal_matrix(pts, Pn, w, usable), degenerate)  # (..., 4, N)
+        v, degenerate = _solve_block(pts, Pn, w, usable, degenerate)  # (..., 4, N)
     else:
         # blocks of points keep the working set in cache (each block is fully vectorized)
-        blocks = []
+        blocks, degs = [], []
         for s0 in range(0, n, _CHUNK):
             sl = slice(s0, s0 + _CHUNK)
             wb = None if w is None else w[..., sl] if w.shape[-1] == n else w
-            blocks.append(_solve_normal(
-                _normal_matrix(pts[..., sl, :], Pn, wb, usable[..., sl]), degenerate[..., sl]))
+            vb, db = _solve_block(pts[..., sl, :], Pn, wb, usable[..., sl], degenerate[..., sl])
+            blocks.append(vb)
+            degs.append(db)
         v = torch.cat(blocks, dim=-1)
+        degenerate = torch.cat(degs, dim=-1)
+    if on_degenerate == "raise" and bool(degenerate.any()):
+        n_bad = int(degenerate.sum())
+        raise ValueError(
+            f"points2d/weights: {n_bad} of {degenerate.numel()} points are degenerate (an "
+            "infinite weight, or coordinates so large that the DLT overflows float64); pass "
+            "on_degenerate='nan' to get NaN for them")
     X = (v[..., :3, :] / v[..., 3:, :]).transpose(-1, -2)
     if normalize:
         X = torch.addcmul(c[..., None, :], s[..., None, :], X)
