@@ -1,0 +1,241 @@
+"""Prepared wrong answers to the book's exercises, one list per solution cell ``grade_id``.
+
+Each entry is ``(label, code)``: ``code`` replaces the solution cell, and the exercise's check
+cell must then fail. These are the mistakes a student plausibly makes (a missing half pixel, a
+forgotten intrinsic matrix, a squared weight, a hard-coded number, a copied amodal box), so a
+check that accepts one of them does not check the exercise.
+"""
+
+from __future__ import annotations
+
+WRONG_ANSWERS: dict[str, list[tuple[str, str]]] = {
+    # 01 cameras and projection
+    "ch01-ex1-solution": [
+        ("pixel centres instead of the image edges", """
+def horizontal_fov_deg(K, width):
+    return math.degrees(2 * math.atan((width - 1) / 2 / float(K[0, 0])))
+"""),
+        ("radians instead of degrees", """
+def horizontal_fov_deg(K, width):
+    fx, cx = float(K[0, 0]), float(K[0, 2])
+    return math.atan((cx + 0.5) / fx) + math.atan((width - 0.5 - cx) / fx)
+"""),
+        ("a hard-coded angle", """
+def horizontal_fov_deg(K, width):
+    return 46.0
+"""),
+    ],
+    "ch01-ex2-solution": [
+        ("scaling about pixel centres (no half pixel)", """
+def crop_resize_K(K, box, size):
+    x0, y0, x1, y1 = box
+    sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+    A = torch.tensor([[sx, 0.0, -sx * x0], [0.0, sy, -sy * y0], [0.0, 0.0, 1.0]], dtype=K.dtype)
+    return A @ K
+"""),
+        ("resize without the crop's shift", """
+def crop_resize_K(K, box, size):
+    x0, y0, x1, y1 = box
+    sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
+    A = torch.tensor([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]], dtype=K.dtype)
+    return A @ K
+"""),
+    ],
+    "ch01-ex3-solution": [
+        ("the translation column of P", """
+def center_from_P(P):
+    return P[:, 3]
+"""),
+        ("the null vector, not dehomogenised", """
+def center_from_P(P):
+    return torch.linalg.svd(P)[2][-1][:3]
+"""),
+    ],
+    # 02 epipolar geometry
+    "ch02-ex1-solution": [
+        ("left and right null vectors swapped", """
+def epipoles(F):
+    U, S, Vh = torch.linalg.svd(F)
+    e_a, e_b = U[:, -1], Vh[-1]
+    return e_a[:2] / e_a[2], e_b[:2] / e_b[2]
+"""),
+    ],
+    "ch02-ex2-solution": [
+        ("the singular values of F (intrinsics forgotten)", """
+def essential_singular_values(F, K_a, K_b):
+    return torch.linalg.svdvals(F / F.norm())
+"""),
+        ("the textbook values, hard-coded", """
+def essential_singular_values(F, K_a, K_b):
+    return torch.tensor([2 ** -0.5, 2 ** -0.5, 0.0], dtype=F.dtype)
+"""),
+    ],
+    "ch02-ex3-solution": [
+        ("F applied from the wrong side", """
+def transfer(uv_a, uv_b, F_ac, F_bc):
+    one = torch.ones_like(uv_a[:, :1])
+    l1 = torch.cat([uv_a, one], -1) @ F_ac
+    l2 = torch.cat([uv_b, one], -1) @ F_bc
+    x = torch.linalg.cross(l1, l2)
+    return x[:, :2] / x[:, 2:]
+"""),
+    ],
+    # 03 triangulation
+    "ch03-ex1-solution": [
+        ("the foot of the perpendicular from o2 on ray 1", """
+def midpoint(o1, d1, o2, d2):
+    s = ((o2 - o1) * d1).sum(-1) / (d1 * d1).sum(-1)
+    return o1 + s[:, None] * d1
+"""),
+        ("the closest point on ray 1 only", """
+def midpoint(o1, d1, o2, d2):
+    b = ((o2 - o1) * d1).sum(-1), ((o2 - o1) * d2).sum(-1)
+    d12 = (d1 * d2).sum(-1)
+    a11, a22 = (d1 * d1).sum(-1), (d2 * d2).sum(-1)
+    s = (b[0] * a22 - b[1] * d12) / (a11 * a22 - d12**2)
+    return o1 + s[:, None] * d1
+"""),
+    ],
+    "ch03-ex2-solution": [
+        ("squared distances", """
+def reproj_error(X, uv, P):
+    Xh = torch.cat([X, torch.ones_like(X[:, :1])], -1)
+    proj = torch.einsum("cij,nj->cni", P, Xh)
+    return ((proj[..., :2] / proj[..., 2:] - uv) ** 2).sum(-1)
+"""),
+    ],
+    "ch03-ex3-solution": [
+        ("inverse variance, 1/sigma**2", """
+def weights_from_sigma(sigma):
+    return 1.0 / sigma**2
+"""),
+        ("drop the noisy view", """
+def weights_from_sigma(sigma):
+    return (sigma == sigma.min()).to(sigma.dtype)
+"""),
+        ("equal weights", """
+def weights_from_sigma(sigma):
+    return torch.ones_like(sigma)
+"""),
+        ("section 2's best weights, hard-coded", """
+def weights_from_sigma(sigma):
+    return torch.tensor([1.0, 1.0, 1.0, 0.5], dtype=sigma.dtype)
+"""),
+    ],
+    # 04 heatmaps and soft-argmax
+    "ch04-ex1-solution": [
+        ("the plain argmax", """
+def refine_argmax(heatmaps):
+    return argmax_2d(heatmaps)[0]
+"""),
+        ("the offset with the wrong sign", """
+def refine_argmax(heatmaps):
+    coords, _ = argmax_2d(heatmaps)
+    u0, v0 = coords[..., 0].long(), coords[..., 1].long()
+    idx = torch.arange(heatmaps.shape[0], device=heatmaps.device)
+    logh = heatmaps.clamp_min(1e-30).log()
+    def offset(m1, c0, p1):
+        return (p1 - m1) / (2 * (m1 - 2 * c0 + p1))
+    du = offset(logh[idx, v0, u0 - 1], logh[idx, v0, u0], logh[idx, v0, u0 + 1])
+    dv = offset(logh[idx, v0 - 1, u0], logh[idx, v0, u0], logh[idx, v0 + 1, u0])
+    return coords + torch.stack([du, dv], dim=-1)
+"""),
+    ],
+    "ch04-ex2-solution": [
+        ("the global soft-argmax", """
+def local_soft_argmax(heatmaps, beta, radius=4):
+    return soft_argmax_2d(heatmaps[:, None], beta=beta)[:, 0]
+"""),
+        ("window coordinates (the window's offset forgotten)", """
+def local_soft_argmax(heatmaps, beta, radius=4):
+    coords, _ = argmax_2d(heatmaps)
+    n = heatmaps.shape[0]
+    offs = torch.arange(-radius, radius + 1, device=heatmaps.device)
+    rows = (coords[:, 1].long()[:, None] + offs).clamp(0, heatmaps.shape[-2] - 1)
+    cols = (coords[:, 0].long()[:, None] + offs).clamp(0, heatmaps.shape[-1] - 1)
+    idx = torch.arange(n, device=heatmaps.device)[:, None, None]
+    window = heatmaps[idx, rows[:, :, None], cols[:, None, :]]
+    return soft_argmax_2d(window[:, None], beta=beta)[:, 0]
+"""),
+    ],
+    "ch04-ex3-solution": [
+        ("the factor beta forgotten", """
+def soft_argmax_grad_u(heatmap, beta):
+    h, w = heatmap.shape
+    p = torch.softmax(beta * heatmap.flatten(), dim=0).reshape(h, w)
+    u = torch.arange(w, dtype=heatmap.dtype, device=heatmap.device)
+    x_u = (p.sum(0) * u).sum()
+    return p * (u[None, :] - x_u)
+"""),
+        ("the softmax Jacobian's diagonal only", """
+def soft_argmax_grad_u(heatmap, beta):
+    h, w = heatmap.shape
+    p = torch.softmax(beta * heatmap.flatten(), dim=0).reshape(h, w)
+    u = torch.arange(w, dtype=heatmap.dtype, device=heatmap.device)
+    return beta * p * u[None, :]
+"""),
+    ],
+    # 05 the multiview studio
+    "ch05-ex1-solution": [
+        ("the amodal box copied", """
+mask_boxes = s["bbox"][:, 0].clone()
+"""),
+        ("slice bounds (one past the last pixel)", """
+def tight_boxes(masks, p=0):
+    boxes = torch.zeros(masks.shape[0], 4)
+    for c in range(masks.shape[0]):
+        ys, xs = torch.nonzero(masks[c] == p + 1, as_tuple=True)
+        if len(xs):
+            boxes[c] = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
+    return boxes
+mask_boxes = tight_boxes(s["masks"])
+"""),
+    ],
+    "ch05-ex2-solution": [
+        ("the original resolution", """
+rig2 = make_rig("h36m", (W, H))
+renderer2 = Rn.Renderer(rig2.cameras, rig2.room, room_style(seed, "h36m", rig2.room.outdoor), device=render_device)
+out2 = renderer2.render(prims.float(), looks, lights, joints.float())
+"""),
+    ],
+    # 11 weakly supervised 2.5D
+    "ch11-ex1-solution": [
+        ("a guessed negative depth, -1 in every view", """
+z_other = -torch.ones(4, dtype=torch.float64)
+"""),
+        ("the mirrored root, -z_root", """
+z_other = -W.root_depth_from_25d(uv, zr, cams.K)
+"""),
+    ],
+    "ch11-ex2-solution": [
+        ("the factors themselves, hard-coded", """
+shrunk_losses = [1, 0.1, 0.01]
+flat_losses = [1, 0.1, 0.01]
+"""),
+        ("the exact poses (no noise): every loss is zero", """
+base = Xc - Xc[:, :1]
+shrunk_losses = [float(W.multiview_consistency_loss((f * base)[None], delta=0.0)) for f in (1, 0.1, 0.01)]
+flat_losses = [float(W.multiview_consistency_loss(f * (flat - flat[:, :, :1]), delta=0.0)) for f in (1, 0.1, 0.01)]
+"""),
+    ],
+    "ch11-ex3-solution": [
+        ("the weights ignored", """
+def weighted_mc(poses, w):
+    return W.multiview_consistency_loss(poses, delta=0.0)
+"""),
+        ("weights in the mean only, not in the alignment", """
+def weighted_mc(poses, w):
+    C = poses.shape[-3]
+    cen = poses - poses[..., :1, :]
+    src = cen[:, None].expand(-1, C, C, -1, -1)
+    dst = cen[:, :, None].expand(-1, C, C, -1, -1)
+    ww = w[:, None, :, :] * w[:, :, None, :]
+    off = ~torch.eye(C, dtype=torch.bool)
+    src, dst, ww = src[:, off], dst[:, off], ww[:, off]
+    R, _, t = procrustes(src.double(), dst.double())
+    al = (src.double() @ R.transpose(-1, -2) + t[..., None, :]).to(poses.dtype)
+    dist = (al - dst).abs().sum(-1)
+    return (dist * ww).sum() / ww.sum()
+"""),
+    ],
+}
