@@ -147,26 +147,52 @@ def format_table(header, rows, digits: int = 1) -> tuple[str, str]:
                         for i, (c, w) in enumerate(zip(r, widths))) for r in body]
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     trs = "".join("<tr>" + "".join(
-        f'<td style="text-align:{"left" if i == 0 else "right"}">{html.escape(c)}</td>'
+        f'<td style="text-align:left">{html.escape(c)}</td>' if i == 0 else
+        f'<td class="num" style="text-align:right">{html.escape(c)}</td>'
         for i, c in enumerate(r)) + "</tr>" for r in body)
     return "\n".join(lines), (f'<table class="mvbook-table"><thead><tr>{head}</tr></thead>'
                               f"<tbody>{trs}</tbody></table>")
 
 
+def format_markdown(header, rows, digits: int = 1) -> str:
+    """The table of :func:`format_table` as Markdown (numbers right-aligned)."""
+    import math
+
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.{digits}f}"
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(str(h) for h in header) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def show_table(header, rows, *, title: str | None = None, digits: int = 1) -> None:
-    """Display a table: rendered HTML in Jupyter (and in exported reports), text elsewhere."""
+    """Display a table: rendered HTML in Jupyter (and in exported reports), text elsewhere.
+
+    The HTML never wraps a cell: a table wider than the page scrolls sideways, so labels such
+    as ``volumetric (softmax)`` and every number stay on one line. Use it for every table of
+    more than a line or two (per action, per seed, ablations) instead of printed text.
+    """
+    from mvbook.results import wrap_table_html
+
     text, markup = format_table(header, rows, digits)
+    markdown = format_markdown(header, rows, digits)
+    markup = wrap_table_html(markup)
     if title:
         import html
 
         text = f"{title}\n{text}"
         markup = f"<p><b>{html.escape(title)}</b></p>{markup}"
+        markdown = f"**{title}**\n\n{markdown}"
     try:
         from IPython import get_ipython
         from IPython.display import display
     except ImportError:  # pragma: no cover - IPython is a dependency
         get_ipython = None
     if get_ipython is not None and get_ipython() is not None:
-        display({"text/plain": text, "text/html": markup}, raw=True)
+        display({"text/plain": text, "text/html": markup, "text/markdown": markdown}, raw=True)
     else:
         print(text)

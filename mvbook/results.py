@@ -12,10 +12,15 @@ Every chapter states its numbers with one call::
    the same chapter/name/data/split replaces the earlier entry).
 2. When the environment variable ``MVBOOK_RESULTS`` names a file (``mvbook report`` sets it
    for each notebook it executes) it appends one JSON line to that file.
-3. Inside IPython/Jupyter it displays a one-row table (HTML and plain text) whose display
-   metadata carries the result under the key ``"mvbook_result"``. An executed notebook thus
-   holds its results in its own outputs, and :func:`results_from_notebook` reads them back
-   (the report uses this when no JSON-lines file exists).
+3. Inside IPython/Jupyter it displays one compact line (``recorded: MPJPE = 21.3 mm (paper
+   20.8 mm)``) whose display metadata carries the result under the key ``"mvbook_result"``.
+   An executed notebook thus holds its results in its own outputs, and
+   :func:`results_from_notebook` reads them back (the report uses this when no JSON-lines file
+   exists).
+
+:func:`show_results` then shows a chapter's results as one table (HTML that never wraps into
+unreadable text in Jupyter and in exported HTML, Markdown and plain text beside it), and
+:func:`results_table` returns that table's representations for any list of results.
 
 Outside the report runner (plain papermill, nbval, a Python shell) everything still works:
 the JSON-lines file is simply not written.
@@ -45,6 +50,7 @@ RESULTS_ENV = "MVBOOK_RESULTS"
 CHAPTER_ENV = "MVBOOK_CHAPTER"
 PROFILE_ENV = "MVBOOK_PROFILE"
 METADATA_KEY = "mvbook_result"
+METADATA_LIST_KEY = "mvbook_results"
 RESULT_FIELDS = (
     "chapter",
     "name",
@@ -78,9 +84,9 @@ class Result(dict):
     """One recorded measurement: a dict with the keys of :data:`RESULT_FIELDS`.
 
     Displays itself as a one-row table in Jupyter (``_repr_html_``) and as one line of text
-    elsewhere. When :func:`record` has already displayed it, displaying the returned value
-    again (``record(...)`` as the last line of a cell) shows nothing, so each result appears
-    once.
+    elsewhere. When :func:`record` has already displayed it (as one compact line), displaying
+    the returned value again (``record(...)`` as the last line of a cell) shows nothing, so each
+    result appears once.
     """
 
     _shown: bool = False
@@ -208,6 +214,7 @@ def record(
     note: str | None = None,
     lower_is_better: bool = True,
     timing: bool = False,
+    show: bool = True,
 ) -> Result:
     """Record one measurement of a chapter; the report collects it into its summary table.
 
@@ -223,10 +230,13 @@ def record(
         lower_is_better: whether smaller values are better (MPJPE) or not (PCK, AP).
         timing: ``True`` for wall-clock measurements (throughput, seconds): they are reported
             but not expected to repeat, so ``mvbook report --verify`` skips their values.
+        show: ``False`` shows nothing now: a cell that records many results then calls
+            :func:`show_results`, whose table carries them all in its display metadata.
 
     Returns:
-        The :class:`Result` (a dict). In Jupyter the result has already been displayed as a
-        one-row table; showing the return value again displays nothing.
+        The :class:`Result` (a dict). In Jupyter the result has already been displayed as one
+        compact line; showing the return value again displays nothing. :func:`show_results`
+        shows all of a chapter's results as one table.
 
     Raises:
         ValueError: ``name`` empty. TypeError: ``value``/``paper`` not real numbers, text
@@ -250,7 +260,8 @@ def record(
         if path:
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(result.to_json(), sort_keys=True) + "\n")
-    _display(result)
+    if show:
+        _display(result)
     return result
 
 
@@ -274,12 +285,103 @@ def _display(result: Result) -> None:
         return
     if get_ipython() is None:
         return
+    line = format_recorded_line(result)
     bundle = {
-        "text/plain": format_text_row(result),
-        "text/html": format_html_table([result], columns=_row_columns(result)),
+        "text/plain": line,
+        "text/html": f'<div class="mvbook-recorded" style="font-size:85%;color:#555">'
+        f"{html.escape(line)}</div>",
     }
     display(bundle, raw=True, metadata={METADATA_KEY: result.to_json()})
     result._shown = True
+
+
+def format_recorded_line(result: Mapping[str, Any]) -> str:
+    """The one line :func:`record` shows: ``"recorded: MPJPE = 21.3 mm (paper 20.8 mm)"``."""
+    unit = f" {result['unit']}" if result.get("unit") else ""
+    text = f"recorded: {result.get('name')} = {format_value(result.get('value'))}{unit}"
+    if result.get("paper") is not None:
+        text += f" (paper {format_value(result.get('paper'))}{unit})"
+    return text
+
+
+RESULTS_TABLE_COLUMNS = ("name", "value", "paper", "unit", "data", "split", "note")
+
+
+def results_table(
+    results: Iterable[Mapping[str, Any]],
+    columns: Iterable[str] | None = None,
+    *,
+    title: str | None = None,
+) -> dict[str, str]:
+    """One table of results as a display bundle: ``text/html``, ``text/markdown``, ``text/plain``.
+
+    ``columns`` default to :data:`RESULTS_TABLE_COLUMNS` without the columns that are empty in
+    every row (``paper`` when no result has a paper number, ...). The HTML never wraps a
+    metric name or a number (only the note column wraps) and scrolls sideways when wider than
+    the page, in Jupyter and in exported HTML alike.
+    """
+    rows = list(results)
+    if columns is None:
+        columns = tuple(
+            c for c in RESULTS_TABLE_COLUMNS
+            if c in ("name", "value") or any(r.get(c) not in (None, "") for r in rows)
+        )
+    columns = tuple(columns)
+    heading_md = f"**{title}**\n\n" if title else ""
+    heading_html = f"<p><b>{html.escape(title)}</b></p>" if title else ""
+    if not rows:
+        empty = "No results recorded."
+        return {"text/plain": empty, "text/markdown": empty, "text/html": f"<p>{empty}</p>"}
+    plain = "\n".join(format_text_row(r) for r in rows)
+    if title:
+        plain = f"{title}\n{plain}"
+    return {
+        "text/plain": plain,
+        "text/markdown": heading_md + format_markdown_table(rows, columns),
+        "text/html": heading_html + wrap_table_html(format_html_table(rows, columns)),
+    }
+
+
+TABLE_CSS = (
+    ".mvbook-results, .mvbook-table {border-collapse: collapse; margin: 0.5em 0; font-size: 90%;}"
+    " .mvbook-results th, .mvbook-results td, .mvbook-table th, .mvbook-table td"
+    " {white-space: nowrap; padding: 0.2em 0.6em; border: 1px solid #ddd; text-align: left;}"
+    " .mvbook-results td.num, .mvbook-table td.num {text-align: right;"
+    " font-variant-numeric: tabular-nums;}"
+    " .mvbook-results td.note {white-space: normal; min-width: 16em; max-width: 36em;}"
+)
+
+
+def wrap_table_html(table: str) -> str:
+    """An HTML table inside a sideways-scrolling box, with the book's table style: cells never
+    wrap (a long table scrolls instead of breaking labels and numbers over lines)."""
+    return (
+        f'<div class="mvbook-table-box" style="overflow-x:auto;max-width:100%">'
+        f"<style>{TABLE_CSS}</style>{table}</div>"
+    )
+
+
+def show_results(
+    results: Iterable[Mapping[str, Any]] | None = None,
+    *,
+    title: str | None = "Results of this chapter",
+    columns: Iterable[str] | None = None,
+) -> None:
+    """Show results as one table: those recorded in this process by default.
+
+    In Jupyter (and in exported HTML) an HTML table; elsewhere the plain-text lines are printed.
+    """
+    rows = recorded() if results is None else list(results)
+    bundle = results_table(rows, columns, title=title)
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(bundle, raw=True, metadata={METADATA_LIST_KEY: [dict(Result(r).to_json()) for r in rows]})
+    else:
+        print(bundle["text/plain"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,7 +425,8 @@ def load_results_jsonl(path: str | os.PathLike[str], chapter: str | None = None)
 def results_from_notebook(nb: Any, chapter: str | None = None) -> list[Result]:
     """Results displayed by :func:`record` in an executed notebook (path or ``nbformat`` node).
 
-    Reads the ``"mvbook_result"`` entry of each output's metadata.
+    Reads the ``"mvbook_result"`` entry of each output's metadata (one result, shown by
+    :func:`record`) and the ``"mvbook_results"`` entry (a list, shown by :func:`show_results`).
     """
     if isinstance(nb, (str, os.PathLike)):
         import nbformat
@@ -333,12 +436,16 @@ def results_from_notebook(nb: Any, chapter: str | None = None) -> list[Result]:
     for cell in nb.get("cells", []):
         for output in cell.get("outputs", []) or []:
             meta = output.get("metadata") or {}
-            row = meta.get(METADATA_KEY)
-            if isinstance(row, Mapping):
-                row = dict(row)
-                if chapter is not None and not row.get("chapter"):
-                    row["chapter"] = chapter
-                rows.append(row)
+            found = [meta.get(METADATA_KEY)]
+            many = meta.get(METADATA_LIST_KEY)
+            if isinstance(many, list):
+                found += many
+            for row in found:
+                if isinstance(row, Mapping):
+                    row = dict(row)
+                    if chapter is not None and not row.get("chapter"):
+                        row["chapter"] = chapter
+                    rows.append(row)
     return _dedupe(rows)
 
 
@@ -412,7 +519,12 @@ def format_html_table(
             text = html.escape(format_value(r.get(c)))
             if c == "chapter" and r.get("chapter") in links:
                 text = f'<a href="{html.escape(links[r["chapter"]])}">{text}</a>'
-            align = ' style="text-align:right"' if c in ("value", "paper") else ""
+            if c in ("value", "paper"):
+                align = ' class="num" style="text-align:right"'
+            elif c == "note":
+                align = ' class="note"'
+            else:
+                align = ""
             cells.append(f"<td{align}>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (
