@@ -200,6 +200,11 @@ def _read_checksums(path: str | None) -> dict[str, str] | None:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     _expand(args, "raw", "out", "camera_file")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"mvbook data: error: --out {out} is an existing file, not a folder",
+              file=sys.stderr)
+        return 2
     name = args.dataset
     m = _module(name)
     size = parse_image_size(args.image_size, getattr(m, "DEFAULT_IMAGE_SIZE", (512, 512)))
@@ -228,9 +233,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                 cameras=[int(c) for c in args.cameras] if args.cameras else m.CAMERAS,
                 step=args.step, image_size=size, max_frames_per_sequence=args.max_frames, **common,
             )  # fmt: skip
-    except (MissingRawDataError, DatasetFormatError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (MissingRawDataError, DatasetFormatError, OSError) as err:
+        msg = str(err).replace("pass overwrite=True (--overwrite on the command line)",
+                               "pass --overwrite").replace("overwrite only replaces",
+                                                           "--overwrite only replaces")
+        print(f"mvbook data: error: {msg}", file=sys.stderr)
+        return 2
     rep = verify_dataset(path, checksums=False, max_samples=2000)
     print(rep)
     print(f"\nconverted: {path}\nuse it in a chapter with the parameter  data = {str(path)!r}")
@@ -240,6 +248,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     _expand(args, "path")
     path = Path(args.path)
+    if path.exists() and not path.is_dir():
+        print(f"mvbook data: error: {path} is a file, not a dataset folder", file=sys.stderr)
+        return 2
     if args.dataset and not (path / MANIFEST).exists():
         problems = check_raw(args.dataset, path)
         if problems:

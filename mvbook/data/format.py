@@ -38,9 +38,12 @@ This module holds the writer (:class:`DatasetWriter`, :func:`write_dataset`) and
 from __future__ import annotations
 
 import datetime as _dt
+import fcntl
 import json
 import os
 import shutil
+import warnings
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,15 +65,22 @@ from mvbook.data.spec import (
     OPTIONAL_KEYS,
     SAMPLE_KEYS,
     STRING_META,
+    VERIFIED,
     DatasetFormatError,
+    check_files,
+    dataset_file_names,
+    npy_layout,
     partial_dir,
     read_manifest,
     resolve_shape,
     sha256_file,
+    stamp_entry,
 )
 
 _STATE = "_writer_state.json"
 _WRITTEN = "_written.npy"
+_CHECKSUMS = "_checksums.npy"  # (N, arrays) crc32 of every written row, verified on resume
+_PARTIAL_FORMAT = 2  # layout of the partial folder; another layout is restarted
 _STR_WIDTH = 64  # max characters of subject/action/sequence/split strings while writing
 
 
@@ -83,6 +93,46 @@ def _to_numpy(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     return np.asarray(value)
+
+
+def check_output_folder(root: Path, overwrite: bool) -> None:
+    """Refuse to write a dataset at ``root`` unless it is new, empty, or (with ``overwrite``)
+    a dataset folder written by mvbook: its manifest names the mvbook format and it holds
+    nothing but dataset files. Raises ``FileExistsError``/``NotADirectoryError`` naming what
+    is in the way."""
+    for parent in root.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"cannot create {root}: {parent} is a file, not a folder")
+            break
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} is an existing file, not a dataset folder; choose "
+                              "another output folder")
+    if not root.is_dir():
+        return
+    entries = sorted(p.name for p in root.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise FileExistsError(f"{root} already exists; pass overwrite=True (--overwrite on the "
+                              "command line) to replace it")
+    foreign = [e for e in entries if e not in dataset_file_names()]
+    fmt = None
+    if MANIFEST in entries:
+        try:
+            loaded = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            loaded = None
+        if isinstance(loaded, dict):
+            fmt = loaded.get("format")
+        elif not foreign:
+            fmt = FORMAT_NAME  # a damaged manifest among nothing but dataset files
+    if foreign or fmt != FORMAT_NAME:
+        shown = ", ".join(foreign[:5] or entries[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"{root} is not an mvbook dataset folder (it holds {shown}); overwrite only "
+            "replaces a dataset folder or an empty one: choose another output folder, or move "
+            "those files away")
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,9 +156,14 @@ class DatasetWriter:
         splits: ``{split name: [subjects]}``, used by :class:`MultiviewDataset` when samples
             carry no explicit ``split`` string.
         provenance: free-form dict (source files, protocol, converter version...).
-        overwrite: replace an existing ``root`` (only after the new folder is complete).
+        overwrite: replace an existing ``root`` (only after the new folder is complete, and
+            only when ``root`` is a dataset folder written by mvbook or empty; anything else
+            is refused, see :func:`check_output_folder`).
         resume: if a compatible partial folder of an interrupted run exists, continue it
-            (see :attr:`written`); an incompatible one is discarded and restarted.
+            (see :attr:`written`); an incompatible one is discarded and restarted. What is
+            already on disk is verified first: every written row carries a crc32, and rows
+            of a short, damaged or changed partial array are written again (never left as
+            zeros); :attr:`repaired` says what was found.
         fingerprint: a string identifying the content to write (e.g. a hash of the source frame
             list); a partial folder is only resumed when it matches.
 
@@ -158,11 +213,7 @@ class DatasetWriter:
         for k in optional_keys:
             if k not in OPTIONAL_KEYS:
                 raise ValueError(f"optional_keys: {k!r} is not one of {OPTIONAL_KEYS}")
-        if (self.root / MANIFEST).exists() or (self.root.exists() and any(self.root.iterdir())):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{self.root} already exists; pass overwrite=True to replace it"
-                )
+        check_output_folder(self.root, overwrite)
         self.overwrite = overwrite
         W, H = (int(s) for s in image_size)
         self.sizes = {
@@ -202,11 +253,38 @@ class DatasetWriter:
             "static_keys": [k for k in optional_keys if SAMPLE_KEYS[k].static],
             "splits": {k: list(v) for k, v in (splits or {}).items()},
             "fingerprint": fingerprint,
+            "partial_format": _PARTIAL_FORMAT,
         }
         self.provenance = dict(provenance or {})
         self.tmp = partial_dir(self.root)
         self._closed = False
-        self._open(resume)
+        self._lock_file = self._acquire_lock()
+        try:
+            self._open(resume)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _acquire_lock(self):  # noqa: ANN202
+        """Hold an exclusive lock next to ``root`` while writing: a second writer of the same
+        folder (another process resuming it at the same time) is refused, not interleaved."""
+        path = self.root.parent / f".{self.root.name}.writing"
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a")  # noqa: SIM115 - held until close() or abort()
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise BlockingIOError(f"another process is writing {self.root} (it holds {path}); "
+                                  "wait for it to finish, then run again to resume") from None
+        return f
+
+    def _release_lock(self) -> None:
+        f = getattr(self, "_lock_file", None)
+        if f is not None and not f.closed:
+            Path(f.name).unlink(missing_ok=True)  # leave nothing next to the dataset
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
 
     # -- setup ------------------------------------------------------------------------------
     def _open(self, resume: bool) -> None:
@@ -218,46 +296,119 @@ class DatasetWriter:
                     ok = json.loads(state_path.read_text())["config"] == json.loads(
                         json.dumps(self.config)
                     )
-                except (ValueError, KeyError):
+                except (ValueError, KeyError, TypeError, OSError):
                     ok = False
             if not ok:
-                shutil.rmtree(self.tmp)
-        mode = "r+" if self.tmp.exists() else "w+"
-        self.resumed = mode == "r+"
+                shutil.rmtree(self.tmp)  # our own hidden folder of another configuration
+        fresh = not self.tmp.exists()
+        self.resumed = not fresh
+        self.repaired: list[str] = []
         self.tmp.mkdir(parents=True, exist_ok=True)
         N = self.sizes["N"]
         self._arrays: dict[str, np.memmap] = {}
-        for key in self.config["per_sample_keys"]:
-            shape = (N, *resolve_shape(key, self.sizes))
-            self._arrays[key] = self._memmap(
-                f"{key}.npy", mode, np.dtype(SAMPLE_KEYS[key].dtype), shape
-            )
-        self._arrays["frame"] = self._memmap("frame.npy", mode, np.dtype(np.int64), (N,))
-        for key in STRING_META:
-            self._arrays[f"_{key}_str"] = self._memmap(
-                f"_{key}_str.npy", mode, np.dtype(f"<U{_STR_WIDTH}"), (N,)
-            )
+        bad_rows = np.zeros(N, bool)
+        rows: list[tuple[str, str, np.dtype, tuple[int, ...]]] = [
+            (key, f"{key}.npy", np.dtype(SAMPLE_KEYS[key].dtype),
+             (N, *resolve_shape(key, self.sizes)))
+            for key in self.config["per_sample_keys"]
+        ]
+        rows.append(("frame", "frame.npy", np.dtype(np.int64), (N,)))
+        rows += [(f"_{k}_str", f"_{k}_str.npy", np.dtype(f"<U{_STR_WIDTH}"), (N,))
+                 for k in STRING_META]
+        self._row_keys = [r[0] for r in rows]
+        for key, name, dtype, shape in rows:
+            self._arrays[key], status = self._memmap(name, fresh, dtype, shape)
+            if status == "recreated":
+                bad_rows[:] = True
         self._static_set: dict[str, bool] = {}
+        self._static_crc: dict[str, int] = {}
+        static_bad: list[str] = []
         for key in self.config["static_keys"]:
             shape = resolve_shape(key, self.sizes)
-            self._arrays[key] = self._memmap(
-                f"{key}.npy", mode, np.dtype(SAMPLE_KEYS[key].dtype), shape
+            self._arrays[key], status = self._memmap(
+                f"{key}.npy", fresh, np.dtype(SAMPLE_KEYS[key].dtype), shape
             )
-        self.written = self._memmap(_WRITTEN, mode, np.dtype(bool), (N,))
-        if mode == "w+":
-            (self.tmp / _STATE).write_text(json.dumps({"config": self.config, "static": []}))
-        state = json.loads((self.tmp / _STATE).read_text())
-        for k in state.get("static", []):
-            self._static_set[k] = True
+            if status == "recreated":
+                static_bad.append(key)
+        self.written, status = self._memmap(_WRITTEN, fresh, np.dtype(bool), (N,))
+        self._crc, crc_status = self._memmap(_CHECKSUMS, fresh, np.dtype(np.uint32),
+                                             (N, len(self._row_keys)))
+        if crc_status == "recreated":
+            bad_rows[:] = True
+        if fresh:
+            self._save_state({})
+        if self.resumed:
+            self._verify_partial(bad_rows, static_bad)
 
-    def _memmap(self, name: str, mode: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap:
+    def _save_state(self, static: Mapping[str, int]) -> None:
+        tmp = self.tmp / f"{_STATE}.tmp"
+        tmp.write_text(json.dumps({"config": self.config, "static": dict(static)}))
+        os.replace(tmp, self.tmp / _STATE)
+
+    def _memmap(self, name: str, fresh: bool, dtype: np.dtype, shape: tuple[int, ...]
+                ) -> tuple[np.memmap, str]:
+        """Open (or create) a partial array; returns it and ``"new"``, ``"ok"``, ``"resized"``
+        (a short or long file brought to its length; its rows are checked by crc) or
+        ``"recreated"`` (missing or unreadable: created again, its rows count as unwritten)."""
         path = self.tmp / name
-        if mode == "w+":
-            return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
-        arr = np.lib.format.open_memmap(path, mode="r+")
-        if arr.shape != tuple(shape) or arr.dtype != dtype:
-            raise DatasetFormatError(f"partial array {path} has shape {arr.shape} {arr.dtype}")
-        return arr
+        if not fresh and path.is_file():
+            try:
+                shp, dt, _, expected = npy_layout(path)
+            except (ValueError, OSError):
+                shp, dt, expected = None, None, 0
+            if shp == tuple(shape) and dt is not None and np.dtype(dt) == dtype:
+                size = path.stat().st_size
+                status = "ok"
+                if size != expected:
+                    os.truncate(path, expected)  # a short file grows by zeros: rows get checked
+                    status = "resized"
+                    self.repaired.append(f"{path} had {size} bytes instead of {expected}")
+                return np.lib.format.open_memmap(path, mode="r+"), status
+            self.repaired.append(f"{path} was unreadable or of another shape; recreated")
+            status = "recreated"
+        else:
+            if not fresh:
+                self.repaired.append(f"{path} was missing; recreated")
+            status = "new" if fresh else "recreated"
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        return arr, status
+
+    def _row_crcs(self, index: int) -> list[int]:
+        return [zlib.crc32(self._arrays[k][index : index + 1]) for k in self._row_keys]
+
+    def _verify_partial(self, bad_rows: np.ndarray, static_bad: list[str]) -> None:
+        """Check what an interrupted run left: rows flagged written must match their crc32,
+        static arrays the crc32 recorded when they were set; anything else is written again."""
+        written = np.asarray(self.written).copy()
+        crc = np.asarray(self._crc)
+        bad = written & bad_rows
+        for i in np.flatnonzero(written & ~bad_rows):
+            if self._row_crcs(int(i)) != crc[i].tolist():
+                bad[i] = True
+        if bad.any():
+            self.written[bad] = False
+            self.written.flush()
+            self.repaired.append(
+                f"{int(bad.sum())} of {int(written.sum())} samples already written in "
+                f"{self.tmp} were damaged (short, changed or missing files) and are written again"
+            )
+        try:
+            state = json.loads((self.tmp / _STATE).read_text())
+            static = state.get("static", {})
+        except (OSError, ValueError):
+            static = {}
+        static = static if isinstance(static, dict) else {}
+        for key, value in static.items():
+            if key in self._arrays and key not in static_bad:
+                if zlib.crc32(self._arrays[key]) == value:
+                    self._static_set[key] = True
+                    self._static_crc[key] = value
+                else:
+                    self.repaired.append(f"static array {key!r} changed since it was set; it "
+                                         "must be set again")
+        if self.repaired:
+            warnings.warn("resuming " + str(self.tmp) + ": " + "; ".join(self.repaired),
+                          stacklevel=3)
 
     # -- writing ----------------------------------------------------------------------------
     @property
@@ -281,9 +432,8 @@ class DatasetWriter:
         self._arrays[key][...] = arr.astype(SAMPLE_KEYS[key].dtype)
         self._arrays[key].flush()
         self._static_set[key] = True
-        state = json.loads((self.tmp / _STATE).read_text())
-        state["static"] = sorted(self._static_set)
-        (self.tmp / _STATE).write_text(json.dumps(state))
+        self._static_crc[key] = zlib.crc32(self._arrays[key])
+        self._save_state(self._static_crc)
 
     def write(self, index: int, sample: Mapping[str, Any]) -> None:
         """Write sample ``index`` (0 <= index < N).
@@ -315,17 +465,21 @@ class DatasetWriter:
             if len(s) > _STR_WIDTH:
                 raise ValueError(f"sample[{key!r}] longer than {_STR_WIDTH} characters: {s!r}")
             self._arrays[f"_{key}_str"][index] = s
-        self.written[index] = True
+        self._crc[index] = self._row_crcs(int(index))  # before the flag: a row is never
+        self.written[index] = True  # flagged written without the crc of what it holds
 
     def flush(self) -> None:
         for arr in self._arrays.values():
             arr.flush()
+        self._crc.flush()
         self.written.flush()
 
     def abort(self) -> None:
         """Stop without finishing; the partial folder stays for a later resume."""
-        self.flush()
+        if not self._closed:
+            self.flush()
         self._closed = True
+        self._release_lock()
 
     # -- finishing --------------------------------------------------------------------------
     def close(self) -> Path:
@@ -335,6 +489,13 @@ class DatasetWriter:
         """
         if self._closed:
             return self.root
+        try:
+            return self._finish()
+        finally:
+            if self._closed:
+                self._release_lock()
+
+    def _finish(self) -> Path:
         self.flush()
         missing = self.missing()
         if len(missing):
@@ -361,12 +522,18 @@ class DatasetWriter:
             files[key] = {"file": f"{key}.npy", "per_sample": False}
         self._arrays.clear()
         del self.written
+        del self._crc
+        stamp: dict[str, Any] = {}
         for entry in files.values():
             path = self.tmp / entry["file"]
             arr = np.load(path, mmap_mode="r")
-            entry.update(shape=list(arr.shape), dtype=str(arr.dtype), sha256=sha256_file(path))
+            digest = sha256_file(path)
+            entry.update(shape=list(arr.shape), dtype=str(arr.dtype), sha256=digest,
+                         bytes=path.stat().st_size)
+            stamp[entry["file"]] = stamp_entry(path, digest)
             del arr
-        for name in [f"_{k}_str.npy" for k in STRING_META] + [_WRITTEN, _STATE]:
+        for name in [f"_{k}_str.npy" for k in STRING_META] + [_WRITTEN, _CHECKSUMS, _STATE,
+                                                              f"{_STATE}.tmp"]:
             (self.tmp / name).unlink(missing_ok=True)
         s = self.sizes
         manifest = {
@@ -391,12 +558,14 @@ class DatasetWriter:
             },
         }
         (self.tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        (self.tmp / VERIFIED).write_text(json.dumps(stamp))
         old = None
         if self.root.is_dir() and not any(self.root.iterdir()):
             self.root.rmdir()  # an empty placeholder folder is not a dataset to protect
         if self.root.exists():
             if not self.overwrite:
                 raise FileExistsError(f"{self.root} appeared while writing; not overwriting it")
+            check_output_folder(self.root, True)  # it may have changed while we wrote
             old = self.root.parent / f".{self.root.name}.old"
             if old.exists():
                 shutil.rmtree(old)
@@ -499,6 +668,13 @@ class MultiviewDataset(torch.utils.data.Dataset):
         self.root = Path(root).expanduser()
         self.manifest = read_manifest(self.root)
         m = self.manifest
+        problems = check_files(self.root, m)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise DatasetFormatError(
+                f"{self.root} is damaged: {problems[0]}{more}. `mvbook data check {self.root}` "
+                "lists every problem; restore the files or convert the dataset again "
+                "(mvbook data convert ... --overwrite)")
         self.skeleton: str = m["skeleton"]
         self.joint_names: list[str] = list(m["joint_names"])
         all_cams = list(m["camera_names"])

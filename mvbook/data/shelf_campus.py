@@ -149,21 +149,35 @@ def _safe_extract(archive: Path, dest: Path) -> None:
         tar.extractall(dest)  # members checked above
 
 
-def load_actors(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Read ``actorsGT.mat``.
+def _where_to_get(name: str | None) -> str:
+    if name is None:
+        return ("It comes with the Shelf and Campus archives: `mvbook data fetch shelf --raw DIR` "
+                "or `mvbook data fetch campus --raw DIR`.")
+    return how_to_get(name)
+
+
+def load_actors(path: str | Path, name: str | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Read ``actorsGT.mat`` (of dataset ``name``, used in messages).
 
     Returns ``joints (A, F, 14, 3)`` mm (NaN where not annotated), ``valid (A, F)`` bool and
     ``joints2d (A, F, C, 14, 2)`` px (NaN where absent) or None without ``actor2D``.
+    Raises :class:`MissingRawDataError` naming the file when it is missing or unreadable.
     """
     import scipy.io
 
     path = Path(path)
     if not path.exists():
-        raise MissingRawDataError(f"{path} is missing")
-    mat = scipy.io.loadmat(str(path))
-    actors = mat["actor3D"][0]
-    A = len(actors)
-    F = len(actors[0])
+        raise MissingRawDataError(f"{path} is missing. {_where_to_get(name)}")
+    try:
+        mat = scipy.io.loadmat(str(path))
+        actors = mat["actor3D"][0]
+        A = len(actors)
+        F = len(actors[0])
+    except Exception as err:  # noqa: BLE001 - scipy raises many types for a damaged file
+        raise MissingRawDataError(
+            f"{path} cannot be read ({type(err).__name__}: {err}); the file is damaged or "
+            f"truncated: download and extract it again. {_where_to_get(name)}") from err
     joints = np.full((A, F, 14, 3), np.nan)
     for a in range(A):
         for f in range(F):
@@ -202,7 +216,12 @@ def load_cameras(
     js = folder / info["calib_json"]
     sizes = image_sizes or [(0, 0)] * C
     if calibration in ("auto", "json") and js.exists():
-        cal = json.loads(js.read_text())
+        try:
+            cal = json.loads(js.read_text())
+        except (ValueError, OSError) as err:
+            raise MissingRawDataError(
+                f"{js} cannot be read ({err}); download it again from {info['calib_json_url']} "
+                f"(`mvbook data fetch {name} --raw DIR` does)") from err
         cams = []
         for c in range(C):
             v = cal[str(c)]
@@ -220,7 +239,9 @@ def load_cameras(
             )
         return cams, str(js)
     if calibration == "json":
-        raise MissingRawDataError(f"{js} is missing ({info['calib_json_url']})")
+        raise MissingRawDataError(
+            f"{js} is missing: download it from {info['calib_json_url']} (`mvbook data fetch "
+            f"{name} --raw DIR` does), or use --calibration projection with Calibration/P<c>.txt")
     cams = []
     for c in range(C):
         p = folder / "Calibration" / f"P{c}.txt"
@@ -266,7 +287,7 @@ def build_records(
     folder = Path(folder)
     if not folder.exists():
         raise MissingRawDataError(f"{folder} does not exist. {how_to_get(name)}")
-    joints, valid, j2 = load_actors(folder / "actorsGT.mat")
+    joints, valid, j2 = load_actors(folder / "actorsGT.mat", name)
     A, F = valid.shape
     C = info["num_cameras"]
     sizes = []

@@ -14,6 +14,7 @@ both build on this module; it imports neither.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,11 @@ __all__ = [
     "STRING_META",
     "DatasetFormatError",
     "KeySpec",
+    "VERIFIED",
+    "check_files",
+    "check_manifest",
+    "dataset_file_names",
+    "npy_layout",
     "partial_dir",
     "read_manifest",
     "resolve_shape",
@@ -44,6 +50,7 @@ FORMAT_NAME = "mvbook-multiview"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PARTIAL_SUFFIX = ".partial"
+VERIFIED = ".verified.json"  # sizes and mtimes of the files at their last full checksum check
 
 
 @dataclass(frozen=True)
@@ -147,10 +154,17 @@ def partial_dir(root: Path) -> Path:
     return root.parent / f".{root.name}{PARTIAL_SUFFIX}"
 
 
-def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
-    """Load ``manifest.json`` of a dataset folder with a clear error when it is not one."""
+def read_manifest(root: str | os.PathLike, *, check: bool = True) -> dict[str, Any]:
+    """Load ``manifest.json`` of a dataset folder with a clear error when it is not one.
+
+    Raises :class:`DatasetFormatError` naming the file when it is missing, not valid JSON, not
+    an object, of another format or a newer version, or (``check=True``) inconsistent: see
+    :func:`check_manifest`.
+    """
     root = Path(root).expanduser()
     path = root / MANIFEST
+    if root.exists() and not root.is_dir():
+        raise DatasetFormatError(f"{root} is a file, not a dataset folder")
     if not path.exists():
         hint = ""
         if partial_dir(root).exists():
@@ -161,11 +175,221 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
         elif not root.exists():
             hint = "; the folder does not exist (see docs/datasets.md to get and convert data)"
         raise DatasetFormatError(f"{root} is not an mvbook dataset: no {MANIFEST}{hint}")
-    manifest = json.loads(path.read_text())
+    recover = "restore it, or convert the dataset again (mvbook data convert ... --overwrite)"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetFormatError(f"{path}: cannot read the manifest ({err}); {recover}") from err
+    if not text.strip():
+        raise DatasetFormatError(f"{path} is empty; {recover}")
+    try:
+        manifest = json.loads(text)
+    except ValueError as err:
+        raise DatasetFormatError(f"{path} is not valid JSON ({err}); {recover}") from err
+    if not isinstance(manifest, dict):
+        raise DatasetFormatError(
+            f"{path}: expected a JSON object, got a {type(manifest).__name__}; {recover}"
+        )
     if manifest.get("format") != FORMAT_NAME:
         raise DatasetFormatError(f"{path}: format {manifest.get('format')!r} != {FORMAT_NAME!r}")
-    if int(manifest.get("version", -1)) > FORMAT_VERSION:
+    version = manifest.get("version", -1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise DatasetFormatError(f"{path}: version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise DatasetFormatError(
             f"{path}: format version {manifest['version']} is newer than this reader ({FORMAT_VERSION})"
         )
+    if check:
+        problems = check_manifest(manifest)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise DatasetFormatError(f"{path}: {problems[0]}{more}; {recover}")
     return manifest
+
+
+_MANIFEST_INTS = ("num_samples", "num_views", "num_persons", "num_joints")
+
+
+def check_manifest(manifest: Mapping[str, Any]) -> list[str]:
+    """Problems of a manifest's content (empty when consistent): required keys and their
+    types, ``camera_names``/``joint_names``/``image_size`` against the sizes, every array
+    entry (``file``, ``shape``, ``dtype``, ``per_sample``) against :data:`SAMPLE_KEYS` and
+    ``num_samples``, string ids with a vocabulary."""
+    out: list[str] = []
+    for key in _MANIFEST_INTS:
+        v = manifest.get(key)
+        if key not in manifest:
+            out.append(f"missing key {key!r}")
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            out.append(f"{key} must be a positive integer, got {v!r}")
+    for key in ("skeleton", "dataset"):
+        if not isinstance(manifest.get(key), str):
+            out.append(f"missing key {key!r} (a string)")
+    for key, size in (("camera_names", "num_views"), ("joint_names", "num_joints")):
+        names = manifest.get(key)
+        if not isinstance(names, list):
+            out.append(f"missing key {key!r} (a list of names)")
+        elif isinstance(manifest.get(size), int) and len(names) != manifest[size]:
+            out.append(f"{key} has {len(names)} names but {size} is {manifest[size]}")
+    size = manifest.get("image_size")
+    if not (isinstance(size, list) and len(size) == 2
+            and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+        out.append(f"image_size must be [width, height] > 0, got {size!r}")
+    vocab = manifest.get("vocab")
+    if not isinstance(vocab, dict):
+        out.append("missing key 'vocab' (the string ids)")
+        vocab = {}
+    if not isinstance(manifest.get("splits", {}), dict):
+        out.append("splits must be an object {split: [subjects]}")
+    arrays = manifest.get("arrays")
+    if not isinstance(arrays, dict):
+        return [*out, "missing key 'arrays' (one entry per stored array)"]
+    for key in (*REQUIRED_KEYS, "frame", "subject", "action", "sequence"):
+        if key not in arrays:
+            out.append(f"arrays lists no entry for the required key {key!r}")
+    if out:
+        return out
+    sizes = {"C": manifest["num_views"], "P": manifest["num_persons"],
+             "J": manifest["num_joints"], "W": size[0], "H": size[1]}
+    N = manifest["num_samples"]
+    for key, entry in arrays.items():
+        if not isinstance(entry, dict) or not all(k in entry for k in
+                                                  ("file", "shape", "dtype", "per_sample")):
+            out.append(f"arrays[{key!r}] must have file, shape, dtype and per_sample")
+            continue
+        f = entry["file"]
+        if not isinstance(f, str) or not f or Path(f).name != f or f.startswith("."):
+            out.append(f"arrays[{key!r}]: file {f!r} is not a plain file name")
+            continue
+        shape = entry["shape"]
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            out.append(f"arrays[{key!r}]: shape {shape!r} is not a list of sizes")
+            continue
+        if key in SAMPLE_KEYS:
+            expect = resolve_shape(key, sizes)
+            if entry["per_sample"]:
+                expect = (N, *expect)
+            if tuple(shape) != expect or entry["dtype"] != SAMPLE_KEYS[key].dtype:
+                out.append(f"arrays[{key!r}]: shape {shape} {entry['dtype']} disagrees with "
+                           f"num_samples and the sizes (expected {list(expect)} {SAMPLE_KEYS[key].dtype})")
+        elif entry["per_sample"] and shape[:1] != [N]:
+            out.append(f"arrays[{key!r}]: leading size {shape[:1]} != num_samples {N}")
+        if key in STRING_META and not isinstance(vocab.get(key, []), list):
+            out.append(f"vocab[{key!r}] must be a list of strings")
+    return out
+
+
+def npy_layout(path: str | os.PathLike) -> tuple[tuple[int, ...], str, int, int]:
+    """``(shape, dtype, data offset, expected file size)`` from a ``.npy`` header; raises
+    ``ValueError`` for a file that is not a readable ``.npy``."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except (ValueError, EOFError, SyntaxError, TypeError) as err:
+            raise ValueError(f"not a readable .npy file ({err or 'empty or truncated header'})"
+                             ) from err
+        offset = f.tell()
+    count = 1
+    for d in shape:
+        count *= int(d)
+    return tuple(int(d) for d in shape), str(dtype), offset, offset + count * dtype.itemsize
+
+
+def dataset_file_names() -> set[str]:
+    """Every file name a dataset folder written by mvbook may hold."""
+    names = {f"{k}.npy" for k in (*SAMPLE_KEYS, "frame", *STRING_META)}
+    return names | {MANIFEST, VERIFIED}
+
+
+def _stat_key(path: Path) -> list[int]:
+    st = path.stat()
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def check_files(root: str | os.PathLike, manifest: Mapping[str, Any], *,
+                checksums: bool | str = False, keys: Any = None) -> list[str]:
+    """Problems of the array files of a dataset folder (empty when all is well).
+
+    Always (cheap: headers and sizes): each file of ``manifest["arrays"]`` (or of ``keys``)
+    exists, its ``.npy`` header gives the manifest's shape and dtype and the file has exactly
+    the length they imply (and the recorded ``bytes``). ``checksums=True`` also compares the
+    sha256 of every file with the manifest's; ``checksums="changed"`` does so only for the
+    files whose size or modification time differ from those recorded at the last full check
+    (``.verified.json`` in the folder, updated when every file passed).
+    """
+    root = Path(root).expanduser()
+    arrays = manifest.get("arrays", {})
+    names = list(arrays) if keys is None else [k for k in keys if k in arrays]
+    problems: list[str] = []
+    stamp_path = root / VERIFIED
+    stamp: dict[str, Any] = {}
+    if checksums == "changed":
+        try:
+            loaded = json.loads(stamp_path.read_text())
+            stamp = loaded if isinstance(loaded, dict) else {}
+        except (OSError, ValueError):
+            stamp = {}
+    new_stamp: dict[str, Any] = {}
+    for key in names:
+        entry = arrays[key]
+        path = root / entry["file"]
+        if not path.is_file():
+            problems.append(f"missing file {path} ({key})")
+            continue
+        try:
+            shape, dtype, _, expected = npy_layout(path)
+        except (ValueError, OSError) as err:
+            problems.append(f"{path}: {err}")
+            continue
+        if list(shape) != list(entry["shape"]) or dtype != entry["dtype"]:
+            problems.append(f"{path}: holds {list(shape)} {dtype}, the manifest says "
+                            f"{entry['shape']} {entry['dtype']}")
+            continue
+        size = path.stat().st_size
+        want = entry.get("bytes", expected)
+        if size != expected or size != want:
+            problems.append(f"{path}: {size} bytes, expected {want} (truncated or extended)")
+            continue
+        if checksums:
+            key_stat = _stat_key(path)
+            if checksums == "changed" and stamp.get(entry["file"]) == [*key_stat,
+                                                                       entry.get("sha256")]:
+                new_stamp[entry["file"]] = stamp[entry["file"]]
+                continue
+            if not entry.get("sha256"):
+                problems.append(f"{path}: the manifest records no sha256 for {key!r}, so the "
+                                "file cannot be verified")
+                continue
+            if sha256_file(path) != entry["sha256"]:
+                problems.append(f"checksum mismatch for {path} (the file changed or is "
+                                "corrupted)")
+                continue
+            new_stamp[entry["file"]] = [*key_stat, entry["sha256"]]
+    if checksums == "changed" and not problems and new_stamp != stamp:
+        write_stamp(root, new_stamp)
+    return problems
+
+
+def write_stamp(root: Path, stamp: Mapping[str, Any]) -> None:
+    """Record sizes, mtimes and sha256 of verified files (best effort: read-only folders are
+    simply checked again next time)."""
+    tmp = root / f"{VERIFIED}.tmp"
+    try:
+        tmp.write_text(json.dumps(dict(stamp)))
+        os.replace(tmp, root / VERIFIED)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def stamp_entry(path: Path, sha256: str) -> list[Any]:
+    """The :data:`VERIFIED` record of a file just hashed: ``[size, mtime_ns, sha256]``."""
+    return [*_stat_key(path), sha256]

@@ -19,12 +19,11 @@ import numpy as np
 
 from mvbook.data.projection import project_points_np
 from mvbook.data.spec import (
-    REQUIRED_KEYS,
-    SAMPLE_KEYS,
     STRING_META,
     DatasetFormatError,
+    check_manifest,
+    npy_layout,
     read_manifest,
-    resolve_shape,
     sha256_file,
 )
 
@@ -78,56 +77,60 @@ def verify_dataset(
     root = Path(root).expanduser()
     rep = VerifyReport(root)
     try:
-        m = read_manifest(root)
+        m = read_manifest(root, check=False)
     except DatasetFormatError as err:
         rep.fail(str(err))
         if raise_on_error:
             raise
         return rep
+    bad_manifest = check_manifest(m)
+    for problem in bad_manifest:
+        rep.fail(f"{root / 'manifest.json'}: {problem}")
+    if bad_manifest:
+        rep.fail("the manifest is inconsistent: restore it or convert the dataset again "
+                 "(mvbook data convert ... --overwrite)")
+        if raise_on_error:
+            raise DatasetFormatError(str(rep))
+        return rep
     N, C, P, J = m["num_samples"], m["num_views"], m["num_persons"], m["num_joints"]
     W, H = m["image_size"]
-    sizes = {"C": C, "P": P, "J": J, "H": H, "W": W}
-    arrays = m.get("arrays", {})
-    for key in REQUIRED_KEYS + ("frame", "subject", "action", "sequence"):
-        if key not in arrays:
-            rep.fail(f"manifest lists no array for required key {key!r}")
+    arrays = m["arrays"]
     present: dict[str, np.ndarray] = {}
     for key, entry in arrays.items():
         path = root / entry["file"]
-        if not path.exists():
+        if not path.is_file():
             rep.fail(f"missing file {path} ({key}); reconvert the dataset")
             continue
         try:
-            arr = np.load(path, mmap_mode="r")
+            shape, dtype, _, expected = npy_layout(path)
         except (ValueError, OSError) as err:
             rep.fail(f"cannot read {path}: {err}")
             continue
-        if list(arr.shape) != list(entry["shape"]) or str(arr.dtype) != entry["dtype"]:
-            rep.fail(
-                f"{path}: shape/dtype {arr.shape} {arr.dtype} != manifest {entry['shape']} {entry['dtype']}"
-            )
+        if list(shape) != list(entry["shape"]) or dtype != entry["dtype"]:
+            rep.fail(f"{path}: shape/dtype {shape} {dtype} != manifest {tuple(entry['shape'])} "
+                     f"{entry['dtype']}")
             continue
-        if key in SAMPLE_KEYS:
-            expect = resolve_shape(key, sizes)
-            if entry["per_sample"]:
-                expect = (N, *expect)
-            if tuple(arr.shape) != expect or str(arr.dtype) != SAMPLE_KEYS[key].dtype:
-                rep.fail(
-                    f"{key}: shape {arr.shape} {arr.dtype}, expected {expect} {SAMPLE_KEYS[key].dtype}"
-                )
-                continue
-        elif entry["per_sample"] and arr.shape[:1] != (N,):
-            rep.fail(f"{key}: leading dim {arr.shape[:1]} != num_samples {N}")
+        size = path.stat().st_size
+        if size != expected or size != entry.get("bytes", expected):
+            rep.fail(f"{path}: {size} bytes, expected {entry.get('bytes', expected)} "
+                     "(truncated or extended); reconvert the dataset")
+            continue
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as err:
+            rep.fail(f"cannot read {path}: {err}")
             continue
         if checksums:
-            digest = sha256_file(path)
-            if digest != entry.get("sha256"):
+            if not entry.get("sha256"):
+                rep.fail(f"the manifest records no sha256 for {path} ({key}), so it cannot be "
+                         "verified; reconvert the dataset to record one")
+            elif sha256_file(path) != entry["sha256"]:
                 rep.fail(f"checksum mismatch for {path} (file changed or corrupted); reconvert")
         present[key] = arr
     for key in STRING_META:
         if key in present:
             ids = np.asarray(present[key])
-            n = len(m["vocab"].get(key, []))
+            n = len(m["vocab"].get(key) or [])
             if ids.size and (ids.min() < 0 or ids.max() >= n):
                 rep.fail(f"{key} ids outside the vocabulary of {n} strings")
     if "image_size" in present:

@@ -21,6 +21,7 @@ import dataclasses
 import fcntl
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def build_studio(
     threads: int | None = 1,
     rebuild: bool = False,
     config: StudioConfig | None = None,
+    verify: bool = False,
     **overrides,
 ) -> Path:
     """Build (or find in the cache) a studio dataset; return its folder.
@@ -109,23 +111,57 @@ def build_studio(
             torch's setting).
         rebuild: build again even if the folder exists.
         config: a full :class:`StudioConfig` (then ``profile`` only names the folder).
+        verify: check the sha256 of every cached file (``mvbook studio build`` does). Without
+            it a cached folder is still checked on every call: its manifest against the
+            configuration, every file's header and length, and the sha256 of any file whose
+            size or modification time changed since it was last verified (the build records
+            them). A damaged cache is rebuilt, with a warning saying what was wrong.
         overrides: :class:`StudioConfig` fields replacing the profile's values, e.g.
             ``image_size=(96, 96)`` or ``store=("masks", "depth", "iuv")``.
     """
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {progress!r}")
     cfg = config if config is not None else profile_config(profile, scene, seed, **overrides)
+    base = cache_root(cache_dir)
+    for folder in (base, *base.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(f"cache_dir: {folder} is a file, not a folder")
+            break
     root = dataset_path(cfg, profile, cache_dir)
-    if (root / "manifest.json").exists() and not rebuild:
+    if device is None:
+        device = "auto" if profile == "full" else "cpu"
+    dev = resolve_device(device)  # a bad device fails before anything is built
+    if (root / "manifest.json").exists() and not rebuild and cache_problem(root, cfg, verify) is None:
         return root
     with _lock(root.parent / f".{root.name}.lock"):
+        damaged = False
         if (root / "manifest.json").exists() and not rebuild:
-            return root
-        if device is None:
-            device = "auto" if profile == "full" else "cpu"
+            problem = cache_problem(root, cfg, verify)
+            if problem is None:
+                return root
+            warnings.warn(f"the studio cache {root} is damaged ({problem}); rebuilding it",
+                          stacklevel=2)
+            damaged = True
         with _threads(threads):
-            _build(cfg, root, progress, resolve_device(device), overwrite=rebuild)
+            _build(cfg, root, progress, dev, overwrite=rebuild or damaged)
     return root
+
+
+def cache_problem(root: Path, cfg: StudioConfig, full: bool = False) -> str | None:
+    """What is wrong with the cached studio folder ``root`` of ``cfg`` (None if nothing):
+    the manifest (readable, consistent, of this configuration), each file's header and length,
+    and the sha256 of every file (``full``) or of those changed since their last check."""
+    from mvbook.data.spec import DatasetFormatError, check_files, read_manifest
+
+    try:
+        manifest = read_manifest(root)
+    except DatasetFormatError as err:
+        return str(err)
+    if (manifest.get("provenance") or {}).get("config") != cfg.to_dict():
+        return f"{root / 'manifest.json'} describes another configuration"
+    problems = check_files(root, manifest, checksums=True if full else "changed")
+    return problems[0] if problems else None
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:

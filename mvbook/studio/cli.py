@@ -7,10 +7,40 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import sys
 import time
 
 
+def _errors(func):
+    """Report the errors a user can fix (bad options, files, devices) as one line, exit 2."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (ValueError, OSError) as err:  # DatasetFormatError is a ValueError
+            print(f"mvbook studio: error: {err}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def _device(text: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N (checked here, availability at build time)."""
+    import torch
+
+    if text != "auto":
+        try:
+            torch.device(text)
+        except RuntimeError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a device: expected auto, cpu, cuda or cuda:N") from None
+    return text
+
+
+@_errors
 def _build(args: argparse.Namespace) -> int:
     from mvbook.studio.build import build_studio
 
@@ -18,11 +48,12 @@ def _build(args: argparse.Namespace) -> int:
     for scene in scenes:
         t0 = time.perf_counter()
         root = build_studio(args.profile, scene, args.seed, args.cache_dir, not args.quiet,
-                            device=args.device, rebuild=args.rebuild)
+                            device=args.device, rebuild=args.rebuild, verify=True)
         print(f"{scene}: {root} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
+@_errors
 def _info(args: argparse.Namespace) -> int:
     from mvbook.data.format import read_manifest
     from mvbook.studio.build import dataset_path
@@ -57,7 +88,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         p.add_argument("--cache-dir", default=None,
                        help="cache folder (default $MVBOOK_CACHE or ~/.cache/mvbook)")
         if name == "build":
-            p.add_argument("--device", default=None,
+            p.add_argument("--device", default=None, type=_device,
                            help="cpu, cuda or auto (default: auto for full, else cpu)")
             p.add_argument("--rebuild", action="store_true", help="build again even if cached")
             p.add_argument("--quiet", action="store_true", help="no progress bar")
