@@ -201,6 +201,10 @@ def _api(root: Path, assignment: str, timeout: int):
         raise AssignError(
             "nbgrader is not installed: pip install -e '.[test]' (or pip install nbgrader)"
         ) from err
+    # nbgrader runs the `alembic` script of its environment: find it without an activated venv
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
     cfg = _course_config(root, assignment, timeout)
     coursedir = CourseDirectory(config=cfg)
     return NbGraderAPI(coursedir=coursedir, config=cfg)
@@ -228,6 +232,7 @@ def generate(
         exercises(path)  # validates the metadata first, naming the cell
     source = out / "source" / assignment
     source.mkdir(parents=True, exist_ok=True)
+    (out / "exchange").mkdir(exist_ok=True)
     for path in chapters:
         target = source / path.name
         if target.exists() and target.read_bytes() != path.read_bytes():
@@ -268,7 +273,7 @@ def autograde(out: Path, *, assignment: str = DEFAULT_ASSIGNMENT, timeout: int =
     api = _api(out, assignment, timeout)
     from nbgrader.api import Gradebook
 
-    with Gradebook(api.gradebook_url) as gb:
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
         for student in students:
             try:
                 gb.find_student(student)
@@ -279,7 +284,7 @@ def autograde(out: Path, *, assignment: str = DEFAULT_ASSIGNMENT, timeout: int =
         result = api.autograde(assignment, student, force=True, create=True)
         if not result.get("success"):
             raise AssignError(f"nbgrader autograde failed for {student}: {_last_line(result)}")
-    with Gradebook(api.gradebook_url) as gb:
+    with Gradebook(api.coursedir.db_url, api.coursedir.course_id) as gb:
         for student in students:
             sub = gb.find_submission(assignment, student)
             per = {}

@@ -1,4 +1,4 @@
-"""The ``mvbook`` command line: ``mvbook report``, ``mvbook studio``, ``mvbook data``, ``mvbook zoo``.
+"""The ``mvbook`` command line: ``mvbook report``, ``studio``, ``data``, ``zoo``, ``assign``.
 
 Run as ``mvbook ...`` (the installed script) or ``python -m mvbook ...``.
 
@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES = (
     "mvbook.studio.cli",
     "mvbook.data.cli",
     "mvbook.zoo.cli",
+    "mvbook.assign",
 )
 
 
