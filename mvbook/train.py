@@ -44,6 +44,7 @@ import contextlib
 import importlib
 import math
 import os
+import pickle
 import random
 import re
 import sys
@@ -69,9 +70,12 @@ __all__ = [
     "make_loader",
     "unwrap_model",
     "to_device",
+    "CheckpointError",
     "find_checkpoint",
-    "save_checkpoint",
+    "list_checkpoints",
     "load_checkpoint",
+    "load_latest_checkpoint",
+    "save_checkpoint",
     "distributed_info",
     "resolve_amp",
     "main",
@@ -432,14 +436,62 @@ def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+class CheckpointError(ValueError, pickle.UnpicklingError):
+    """A checkpoint file cannot be read (truncated, corrupted, refused by ``weights_only``, or
+    not a checkpoint); an ``UnpicklingError`` too, as ``torch.load`` raises for a refusal."""
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"
                     ) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``
-    (no arbitrary code runs while unpickling)."""
+    (no arbitrary code runs while unpickling). A file that cannot be read raises
+    :class:`CheckpointError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'damaged'})") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a dict")
+    return state
+
+
+def list_checkpoints(checkpoint_dir: str | os.PathLike | None) -> list[Path]:
+    """Every ``step_<n>.pt`` in ``checkpoint_dir``, newest (largest ``n``) first."""
+    if checkpoint_dir is None or not Path(checkpoint_dir).is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in Path(checkpoint_dir).iterdir()
+             if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_file()]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def load_latest_checkpoint(checkpoint_dir: str | os.PathLike | None,
+                           map_location: str | torch.device = "cpu"
+                           ) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of ``checkpoint_dir`` that loads and is one of this loop's, as
+    ``(path, state)``; ``None`` when there is none. Damaged ones are skipped with a warning
+    naming them (and left in place); when every checkpoint is damaged
+    :class:`CheckpointError` lists them."""
+    damaged: list[str] = []
+    for path in list_checkpoints(checkpoint_dir):
+        try:
+            state = load_checkpoint(path, map_location=map_location)
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise CheckpointError(f"{path} is not a checkpoint of this training loop")
+        except CheckpointError as err:
+            damaged.append(str(err))
+            warnings.warn(f"{err}; skipping it and resuming from an earlier checkpoint",
+                          stacklevel=2)
+            continue
+        return path, state
+    if damaged:
+        raise CheckpointError(
+            "no intact checkpoint to resume from in " f"{checkpoint_dir}: " + "; ".join(damaged)
+            + ". Move them away to train from the start, or pass resume=False")
+    return None
 
 
 def _prune_checkpoints(folder: Path, keep: int) -> None:
@@ -635,11 +687,9 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, Any], Any], data: Iter
     folder = Path(config.checkpoint_dir) if config.checkpoint_dir is not None else None
 
     # ---- resume -------------------------------------------------------------------------
-    ckpt_path = find_checkpoint(folder) if config.resume else None
-    if ckpt_path is not None:
-        ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{ckpt_path} is not a checkpoint of this training loop")
+    found = load_latest_checkpoint(folder, map_location="cpu") if config.resume else None
+    if found is not None:
+        _, ckpt = found
         base.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
