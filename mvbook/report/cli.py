@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from mvbook.report.options import ReportError, ReportOptions, default_root, parse_overrides
-from mvbook.report.runner import resume_report, run_report
+from mvbook.report.runner import check_run_folder, resume_report, run_report
 from mvbook.report.verify import verify_report
 from mvbook.runtime import PROFILES
 
@@ -157,6 +157,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel (default python3)")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML export")
+    parser.add_argument("--student", action="store_true",
+                        help="also export the chapters without solutions into <run>/student/")
     parser.set_defaults(func=main)
     return parser
 
@@ -179,7 +181,10 @@ def main(args: argparse.Namespace) -> int:
             kernel=args.kernel,
             html=not args.no_html,
         )
+        if opts.out is not None:
+            _check_out(opts.out)
         if args.verify is not None:
+            check_run_folder(args.verify, results=True)
             if args.parameters:
                 raise ReportError("--verify re-uses the parameters of the run; drop -p")
             if args.reports_dir is None:  # the new run goes next to the one it verifies
@@ -187,13 +192,36 @@ def main(args: argparse.Namespace) -> int:
             _, failed, diffs = verify_report(args.verify, opts, rtol=args.rtol, atol=args.atol)
             return 1 if failed or diffs else 0
         if args.resume is not None:
-            _, failed = resume_report(args.resume, opts)
-            return 1 if failed else 0
-        _, failed = run_report(opts)
+            run_dir, failed = resume_report(args.resume, opts)
+        else:
+            run_dir, failed = run_report(opts)
+        if getattr(args, "student", False):
+            from mvbook.report.pages import write_student_pages
+
+            write_student_pages(run_dir)
+            print(f"student pages: {run_dir / 'student'}", file=sys.stderr)
         return 1 if failed else 0
     except ReportError as err:
         print(f"mvbook report: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("mvbook report: interrupted; continue with --resume <run folder>", file=sys.stderr)
+    except OSError as err:  # a file-system problem: one line naming the path
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"mvbook report: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        run_dir = getattr(err, "run_dir", None)
+        hint = (f"continue with --resume {run_dir}" if run_dir is not None
+                else "no run folder was written yet")
+        print(f"mvbook report: interrupted; {hint}", file=sys.stderr)
         return 130
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` must be a new or empty folder whose existing parent is a folder."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ReportError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is an existing file, not a folder")

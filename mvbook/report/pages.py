@@ -5,8 +5,13 @@
   chapter) and ``index.html`` (links to the chapters, the summary table and the environment);
 - :func:`export_html` exports an executed chapter with nbconvert to standalone HTML that
   renders without network: plotly.js is embedded once per chapter by
-  :func:`mvbook.notebook.setup_notebook`, and no require.js or widget-manager script is loaded
-  from a CDN.
+  :func:`mvbook.notebook.setup_notebook`, equations are typeset by a local copy of MathJax 2.7
+  (:func:`install_mathjax`, from the ``jupyter-server-mathjax`` package, copied once per run
+  into ``mathjax/`` beside the pages), and no require.js or widget-manager script is loaded
+  from a CDN;
+- :func:`write_student_pages` exports a run's chapters without their solutions (the student
+  version of each exercise: solution replaced by ``raise NotImplementedError()``, hidden tests
+  removed) into ``student/`` (``mvbook report --student``).
 
 Everything here renders what :mod:`mvbook.report.runner` collected; nothing is executed.
 """
@@ -28,26 +33,102 @@ _TQDM_TEXT = re.compile(
     r"\d+%\|.*\|\s*\d+/|\d+(?:\.\d+)?(?:it|s)/(?:s|it)\b|FloatProgress|IntProgress"
 )
 _TEMPLATE_NAME = "mvbook_offline.html.j2"
+MATHJAX_DIR = "mathjax"
+# The MathJax configuration the book's copy provides (HTML-CSS output with the STIX web fonts;
+# the package ships no CommonHTML output and no TeX fonts).
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
 # The lab template, minus the require.js <script> from a CDN (nothing in the book needs it:
-# plotly.js is embedded by setup_notebook and does not use AMD).
+# plotly.js is embedded by setup_notebook and does not use AMD) and the Mermaid loader from a CDN
+# (the book draws no Mermaid diagram), with MathJax from a local copy.
 _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block html_head_js_mathjax -%}
+<script type="text/x-mathjax-config">
+MathJax.Hub.Config({
+  TeX: {equationNumbers: {autoNumber: "AMS", useLabelIds: true}},
+  tex2jax: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]],
+            displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
+            processEscapes: true, processEnvironments: true},
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null,
+               linebreaks: {automatic: true}},
+  displayAlign: "center", messageStyle: "none",
+  menuSettings: {zoom: "None"}
+});
+</script>
+<script src="{{ resources.mathjax_url }}"></script>
+{%- endblock html_head_js_mathjax -%}
 """
+# Parts of the MathJax package the pages do not use (other output, accessibility, languages).
+_MATHJAX_SKIP = ("localization", "jax/output/SVG", "extensions/a11y", "unpacked", "test")
 
 
-def export_html(executed: Path, destination: Path) -> None:
+def mathjax_source() -> Path:
+    """The MathJax 2.7 folder shipped by the ``jupyter-server-mathjax`` package.
+
+    Raises:
+        FileNotFoundError: the package is not installed (``pip install jupyter-server-mathjax``,
+            part of mvbook's ``test`` extra).
+    """
+    try:
+        import jupyter_server_mathjax
+    except ImportError as err:
+        raise FileNotFoundError(
+            "MathJax for offline equations comes from the jupyter-server-mathjax package: "
+            "pip install jupyter-server-mathjax"
+        ) from err
+    static = Path(jupyter_server_mathjax.__file__).parent / "static"
+    if not (static / "MathJax.js").is_file():  # pragma: no cover - a broken install
+        raise FileNotFoundError(f"{static / 'MathJax.js'} is missing")
+    return static
+
+
+def install_mathjax(folder: Path) -> Path:
+    """Copy MathJax into ``folder/mathjax`` (once: an existing copy is kept) and return it."""
+    import shutil
+
+    target = Path(folder) / MATHJAX_DIR
+    if (target / "MathJax.js").is_file():
+        return target
+    source = mathjax_source()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    def skip(directory: str, names: list[str]) -> list[str]:
+        rel = Path(directory).relative_to(source).as_posix()
+        return [n for n in names if (f"{rel}/{n}" if rel != "." else n) in _MATHJAX_SKIP]
+
+    shutil.copytree(source, tmp, ignore=skip)
+    if target.exists():  # pragma: no cover - a concurrent copy won
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.replace(target)
+    return target
+
+
+def export_html(
+    executed: Path, destination: Path, *, student: bool = False, mathjax: str | None = None
+) -> None:
     """Export an executed notebook to standalone HTML (nbconvert ``lab`` template).
 
     Widgets need a live kernel: tqdm progress bars are left out (their saved text shows only
     the first update) and other widgets become a one-line note, so no widget manager is
     fetched from a CDN; require.js is not loaded either. plotly figures render
-    offline because the notebook itself embeds plotly.js.
+    offline because the notebook itself embeds plotly.js. Equations are typeset by the MathJax
+    copy at ``mathjax`` (a URL relative to the page; default: ``mathjax/`` beside
+    ``destination``, installed there by :func:`install_mathjax` when missing).
+    ``student=True`` exports the student version (:func:`student_notebook`).
     """
     import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(executed), as_version=4)
+    if student:
+        nb = student_notebook(nb)
+    if mathjax is None:
+        install_mathjax(destination.parent)
+        mathjax = MATHJAX_DIR
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if "outputs" not in cell:
@@ -70,11 +151,79 @@ def export_html(executed: Path, destination: Path) -> None:
         template_name="lab",
         extra_loaders=[jinja2.DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
         template_file=_TEMPLATE_NAME,
+        mathjax_url=f"{mathjax.rstrip('/')}/MathJax.js?config={MATHJAX_CONFIG}",
     )
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": executed.stem}})
     tmp = destination.with_name(destination.name + ".tmp")
     tmp.write_text(body, encoding="utf-8")
     tmp.replace(destination)
+
+
+_SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*(\n|$)",
+                       re.MULTILINE | re.DOTALL)
+_HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[^\n]*\n.*?^[ \t]*### END HIDDEN TESTS[^\n]*(\n|$)",
+                     re.MULTILINE | re.DOTALL)
+
+
+def student_source(source: str) -> str:
+    """A cell's source without its solutions and hidden tests, as nbgrader's student version:
+    each ``### BEGIN SOLUTION`` ... ``### END SOLUTION`` block becomes ``# YOUR CODE HERE`` and
+    ``raise NotImplementedError()`` at the block's indentation; hidden tests are removed."""
+
+    def stub(m: re.Match) -> str:
+        indent = m.group(1)
+        return f"{indent}# YOUR CODE HERE\n{indent}raise NotImplementedError()" + m.group(2)
+
+    return _HIDDEN.sub("", _SOLUTION.sub(stub, source))
+
+
+def student_notebook(nb: Any) -> Any:
+    """A copy of an (executed) notebook as a student sees it: solution cells without their
+    solutions and outputs, check cells without hidden tests."""
+    import copy
+
+    nb = copy.deepcopy(nb)
+    for cell in nb.cells:
+        src = cell.get("source", "")
+        meta = cell.get("metadata", {}).get("nbgrader") or {}
+        if "### BEGIN SOLUTION" in src or "### BEGIN HIDDEN TESTS" in src:
+            cell.source = student_source(src)
+            if meta.get("solution") and "outputs" in cell:
+                cell.outputs = []
+                cell.execution_count = None
+    return nb
+
+
+STUDENT_DIR = "student"
+
+
+def write_student_pages(run_dir: Path, runs: Sequence[NotebookRun] | None = None) -> list[Path]:
+    """Export every executed chapter of a run without solutions into ``run_dir/student/``
+    (``<chapter>.html`` and an ``index.html``); MathJax is shared with the run's pages.
+    ``runs`` default to the chapters listed in the run's ``environment.json``."""
+    run_dir = Path(run_dir)
+    if runs is None:
+        from mvbook.report.folder import load_run
+
+        _, runs = load_run(run_dir)
+    out = run_dir / STUDENT_DIR
+    out.mkdir(exist_ok=True)
+    install_mathjax(run_dir)
+    written, rows = [], []
+    for run in runs:
+        if not run.executed or not (run_dir / run.executed).is_file():
+            continue
+        page = out / f"{run.name}.html"
+        export_html(run_dir / run.executed, page, student=True, mathjax=f"../{MATHJAX_DIR}")
+        written.append(page)
+        rows.append(f'<li><a href="{html.escape(page.name)}">{html.escape(run.name)}</a></li>')
+    body = (
+        "<h1>mvbook: the chapters for students</h1><p>Exercises without their solutions; "
+        "the checks after each exercise tell whether an answer is right.</p>"
+        f"<ul>{''.join(rows)}</ul>"
+    )
+    (out / "index.html").write_text(_page("mvbook for students", body), encoding="utf-8")
+    return written
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +360,11 @@ def write_pages(
 
 __all__ = [
     "export_html",
+    "install_mathjax",
+    "mathjax_source",
+    "student_notebook",
+    "student_source",
+    "write_student_pages",
     "format_seconds",
     "index_html",
     "summary_html_table",
