@@ -202,9 +202,10 @@ def notebook_parameters(
     """Parameters of one chapter: global, then per-notebook (by number or stem), then ``-p``;
     ``profile`` always set.
 
-    Configuration parameters that the chapter's ``parameters`` cell does not declare are left
-    out (``data`` means nothing to a chapter without data); ``-p`` overrides are always passed,
-    so a mistyped name is still reported by papermill."""
+    Configuration parameters and ``-p`` overrides that the chapter's ``parameters`` cell does
+    not declare are left out (``data`` means nothing to a chapter without data); a ``-p`` name
+    that no chapter declares is refused beforehand by :func:`check_overrides`. The result is
+    exactly what the chapter receives (and what ``environment.json`` records)."""
     params: dict[str, Any] = dict(config.get("parameters") or {})
     number = NOTEBOOK_PATTERN.match(path.name).group(1)  # type: ignore[union-attr]
     per_nb = config.get("notebooks") or {}
@@ -213,11 +214,45 @@ def notebook_parameters(
         if (key.isdigit() and int(key) == int(number)) or key in (path.stem, path.name):
             params.update(values)
     declared = declared_parameters(path)
+    params.update(overrides)
     if declared is not None:
         params = {k: v for k, v in params.items() if k in declared}
-    params.update(overrides)
     params["profile"] = profile
     return params
+
+
+def check_overrides(overrides: Mapping[str, Any], declared: Mapping[str, set[str] | None],
+                    profile: str) -> None:
+    """Refuse ``-p`` overrides before any chapter runs: a name that none of the chapters
+    (``declared``: chapter -> its parameter names, ``None`` when unreadable) declares,
+    ``profile`` other than the run's (use ``--profile``), or a ``device`` that is not one."""
+    if "profile" in overrides and overrides["profile"] != profile:
+        raise ReportError(f"-p profile={overrides['profile']} conflicts with the run's profile "
+                          f"{profile!r}: choose the profile with --profile, not -p")
+    if "device" in overrides:
+        _check_device(overrides["device"])
+    if any(names is None for names in declared.values()):
+        return  # a chapter whose parameters cannot be read may declare anything
+    known = set().union(*declared.values()) if declared else set()
+    unknown = sorted(set(overrides) - known - {"profile"})
+    if unknown:
+        listing = "; ".join(f"{name}: {', '.join(sorted(names)) or 'none'}"
+                            for name, names in declared.items())
+        raise ReportError(f"-p {', '.join(unknown)}: not a parameter of any chapter of this run "
+                          f"(declared parameters: {listing})")
+
+
+def _check_device(value: Any) -> None:
+    import torch
+
+    ok = isinstance(value, str)
+    if ok and value != "auto":
+        try:
+            torch.device(value)
+        except RuntimeError:
+            ok = False
+    if not ok:
+        raise ReportError(f"-p device={value}: not a device (expected auto, cpu, cuda or cuda:N)")
 
 
 def declared_parameters(path: Path) -> set[str] | None:
@@ -245,6 +280,7 @@ __all__ = [
     "NOTEBOOK_PATTERN",
     "ReportError",
     "ReportOptions",
+    "check_overrides",
     "declared_parameters",
     "default_root",
     "find_notebooks",

@@ -14,9 +14,12 @@ re-enters a run and executes only the chapters that did not succeed there; verif
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -41,6 +44,8 @@ from mvbook.report.folder import (
 from mvbook.report.options import (
     ReportError,
     ReportOptions,
+    check_overrides,
+    declared_parameters,
     find_notebooks,
     load_config,
     notebook_parameters,
@@ -48,6 +53,69 @@ from mvbook.report.options import (
 from mvbook.report.pages import export_html, format_seconds, write_pages
 from mvbook.results import Result
 from mvbook.runtime import check_profile
+
+LOCK_FILE = ".mvbook-report.lock"
+
+
+class ReportInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; ``run_dir`` is the folder to ``--resume``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run folder: a second ``mvbook report`` on the same folder
+    (two ``--resume`` at once) is refused instead of running chapters twice."""
+    path = run_dir / LOCK_FILE
+    try:
+        f = open(path, "a")  # noqa: SIM115 - held for the duration of the run
+    except OSError as err:
+        raise ReportError(f"cannot write in the run folder {run_dir}: {err.strerror}") from err
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReportError(f"another mvbook report is running in {run_dir} (it holds {path}); "
+                              "wait for it to finish") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            fcntl.flock(f, fcntl.LOCK_UN)
+    finally:
+        f.close()
+
+
+def check_run_folder(run_dir: Path, results: bool = False) -> None:
+    """Raise :class:`ReportError` naming the file when ``run_dir``'s ``environment.json`` (and,
+    with ``results``, ``results.json``) is missing, not JSON or not a run's record."""
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir} is not a report run folder")
+    files = [(ENVIRONMENT_FILE, "notebooks")] + ([(RESULTS_FILE, "results")] if results else [])
+    for name, key in files:
+        path = run_dir / name
+        if not path.exists():
+            if name == RESULTS_FILE:
+                raise ReportError(f"{run_dir} has no {RESULTS_FILE}: it did not finish; "
+                                  "resume it first")
+            raise ReportError(f"{run_dir} is not a report run (no {ENVIRONMENT_FILE})")
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise ReportError(f"{path} is damaged ({err}); start a new run") from err
+        if not isinstance(doc, dict) or not isinstance(doc.get(key, []), list) or not all(
+                isinstance(r, dict) for r in doc.get(key, [])):
+            raise ReportError(f"{path} is damaged (not the record of a report run); "
+                              "start a new run")
+        if key == "notebooks" and not all(isinstance(r.get("name"), str) and
+                                          isinstance(r.get("parameters", {}), dict)
+                                          for r in doc[key]):
+            raise ReportError(f"{path} is damaged (a chapter without name or parameters); "
+                              "start a new run")
 
 
 def _plural(n: int, word: str) -> str:
@@ -172,6 +240,22 @@ def execute_runs(
 
     ``runs`` are updated in place. Returns the number of chapters that failed.
     """
+    try:
+        with run_lock(run_dir):
+            return _execute_runs(run_dir, env, runs, opts, stream)
+    except KeyboardInterrupt as err:
+        if isinstance(err, ReportInterrupted):
+            raise
+        raise ReportInterrupted(run_dir) from err
+
+
+def _execute_runs(
+    run_dir: Path,
+    env: dict[str, Any],
+    runs: list[NotebookRun],
+    opts: ReportOptions,
+    stream: TextIO | None = None,
+) -> int:
     n = len(runs)
     for i, run in enumerate(runs, 1):
         label = f"[{i}/{n}] {run.name}"
@@ -232,6 +316,8 @@ def run_report(opts: ReportOptions, stream: TextIO | None = None) -> tuple[Path,
     if not notebooks:
         raise ReportError(f"no notebooks NN_*.ipynb in {opts.notebooks_dir}")
     config = load_config(opts.profile, opts.configs_dir)
+    check_overrides(opts.overrides, {p.stem: declared_parameters(p) for p in notebooks},
+                    opts.profile)
     runs = [
         NotebookRun(
             name=p.stem,
@@ -258,13 +344,19 @@ def resume_report(
     recorded ``ok`` whose executed notebook is gone runs again. Returns
     ``(run_dir, number failed)``.
     """
+    check_run_folder(run_dir)
     env, runs = load_run(run_dir)
     opts = opts.for_run(env)
+    declared = {r.name: declared_parameters(opts.notebooks_dir / f"{r.name}.ipynb")
+                for r in runs if r.status != "ok"}
+    check_overrides(opts.overrides, declared, opts.profile)
     for run in runs:
         if run.status == "ok" and not (run_dir / f"{run.name}.ipynb").exists():
             run.status = "pending"
         if run.status != "ok" and opts.overrides:
-            run.parameters.update(opts.overrides)
+            names = declared.get(run.name)
+            run.parameters.update({k: v for k, v in opts.overrides.items()
+                                   if names is None or k in names})
             run.parameters["profile"] = opts.profile
     env.setdefault("resumed_utc", []).append(utc_now())
     todo = sum(r.status != "ok" for r in runs)
@@ -277,4 +369,14 @@ def resume_report(
     return run_dir, failed
 
 
-__all__ = ["execute_runs", "log", "resume_report", "run_command", "run_report"]
+__all__ = [
+    "LOCK_FILE",
+    "ReportInterrupted",
+    "check_run_folder",
+    "execute_runs",
+    "log",
+    "resume_report",
+    "run_command",
+    "run_lock",
+    "run_report",
+]
