@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mvbook-installed
 PROFILE ?= quick
 JOBS ?= 2
+# Where torch comes from: empty = the default index (on Linux, the build with CUDA libraries);
+# a CPU-only machine may pass PyTorch's CPU wheel index (see the README). Never the default.
+TORCH_INDEX_URL ?=
 
 .PHONY: env report test smoke lint bench clean-venv
 
@@ -14,7 +17,8 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade-strategy only-if-needed "torch==2.13.0"
+	$(PY) -m pip install --quiet --upgrade-strategy only-if-needed \
+		$(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) "torch==2.13.0"
 	$(PY) -m pip install --quiet --upgrade-strategy only-if-needed -e ".[test]"
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
