@@ -1,0 +1,179 @@
+"""`mvbook report` under bad parameters, bad folders, damaged run records, concurrent runs and
+interrupts: one-line errors (exit 2) before any chapter runs, and the right record."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import pathlib
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mvbook.report import cli as report_cli
+from mvbook.report import runner
+
+FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="mvbook")
+    report_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", *argv])
+    return args.func(args)
+
+
+def _notebook(path: Path, params: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print(profile)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def book(tmp_path):
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    _notebook(nbs / "01_seeded.ipynb", "profile = 'quick'\nseed = 0\ndevice = 'auto'")
+    _notebook(nbs / "02_plain.ipynb", "profile = 'quick'\nscale = 1.0")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "smoke.yaml").write_text("profile: smoke\nparameters:\n  seed: 0\n")
+    reports = tmp_path / "reports"
+    return ["--notebooks", str(nbs), "--configs", str(configs), "--reports-dir", str(reports),
+            "--no-html"], reports
+
+
+@pytest.fixture()
+def fake_execution(monkeypatch):
+    """Chapters 'run' instantly and succeed, recording what they received."""
+    received = {}
+
+    def execute(source, run_dir, parameters, **kw):
+        received[Path(source).stem] = dict(parameters)
+        nbformat.write(nbformat.read(str(source), as_version=4),
+                       Path(run_dir) / f"{Path(source).stem}.ipynb")
+        return "ok", None
+
+    monkeypatch.setattr(runner, "execute_notebook", execute)
+    return received
+
+
+def _one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+def test_unknown_parameter_fails_before_any_chapter(book, capsys, fake_execution):
+    args, reports = book
+    assert cli(*args, "--profile", "smoke", "-p", "nosuchparam=1") == 2
+    _one_line_error(capsys, "nosuchparam", "01_seeded: device, profile, seed",
+                    "02_plain: profile, scale")
+    assert not fake_execution and not (reports.exists() and any(reports.iterdir()))
+
+
+def test_profile_parameter_conflicting_with_the_run_is_refused(book, capsys, fake_execution):
+    args, _ = book
+    assert cli(*args, "--profile", "smoke", "-p", "profile=quick") == 2
+    _one_line_error(capsys, "profile=quick", "--profile")
+    assert not fake_execution
+
+
+def test_bad_device_parameter(book, capsys, fake_execution):
+    args, _ = book
+    assert cli(*args, "--profile", "smoke", "-p", "device=gpu") == 2
+    _one_line_error(capsys, "device=gpu", "cuda")
+
+
+def test_environment_records_what_each_chapter_received(book, fake_execution):
+    args, reports = book
+    assert cli(*args, "--profile", "smoke", "-p", "seed=5", "-p", "scale=3") == 0
+    run = next(reports.iterdir())
+    env = json.loads((run / "environment.json").read_text())
+    assert env["profile"] == "smoke"
+    recorded = {r["name"]: r["parameters"] for r in env["notebooks"]}
+    assert recorded == fake_execution
+    assert recorded["01_seeded"] == {"seed": 5, "profile": "smoke"}
+    assert recorded["02_plain"] == {"scale": 3, "profile": "smoke"}
+
+
+def test_out_under_a_file_or_a_file(book, tmp_path, capsys):
+    args, _ = book
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert cli(*args, "--profile", "smoke", "--out", str(afile / "sub")) == 2
+    _one_line_error(capsys, "afile", "is a file")
+    assert cli(*args, "--profile", "smoke", "--out", str(afile)) == 2
+    _one_line_error(capsys, "afile")
+    assert afile.read_text() == "x"
+
+
+def test_read_only_file_system_is_one_line(book, tmp_path, capsys, monkeypatch):
+    args, _ = book
+    out = tmp_path / "ro" / "run"
+
+    def mkdir(self, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir)
+    assert cli(*args, "--profile", "smoke", "--out", str(out)) == 2
+    _one_line_error(capsys, "Read-only file system", str(tmp_path / "ro"))
+
+
+def _run_folder(tmp_path, status="failed"):
+    run = tmp_path / "run"
+    run.mkdir()
+    env = {"run": "run", "profile": "smoke", "notebooks_dir": str(FIXTURES), "kernel": "python3",
+           "notebooks": [{"name": "01_x", "source": "", "parameters": {"profile": "smoke"},
+                          "status": status}]}
+    (run / "environment.json").write_text(json.dumps(env))
+    return run
+
+
+@pytest.mark.parametrize("content", ["{", "", "[]", '{"notebooks": [1]}'])
+def test_resume_with_a_damaged_environment(book, tmp_path, capsys, content):
+    args, _ = book
+    run = _run_folder(tmp_path)
+    (run / "environment.json").write_text(content)
+    assert cli(*args, "--resume", str(run)) == 2
+    _one_line_error(capsys, "environment.json", "damaged")
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"results": 3}'])
+def test_verify_with_damaged_results(book, tmp_path, capsys, content):
+    args, _ = book
+    run = _run_folder(tmp_path, status="ok")
+    (run / "results.json").write_text(content)
+    assert cli(*args, "--verify", str(run)) == 2
+    _one_line_error(capsys, "results.json", "damaged")
+
+
+def test_two_runs_in_one_folder_are_refused(book, tmp_path, capsys, fake_execution):
+    args, _ = book
+    run = _run_folder(tmp_path)
+    with runner.run_lock(run):
+        assert cli(*args, "--resume", str(run)) == 2
+        _one_line_error(capsys, "another mvbook report is running", str(run))
+    assert not fake_execution
+
+
+def test_interrupt_names_the_run_folder(book, tmp_path, capsys, monkeypatch):
+    args, _ = book
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "execute_notebook", interrupted)
+    out = tmp_path / "out"
+    assert cli(*args, "--profile", "smoke", "--out", str(out)) == 130
+    err = capsys.readouterr().err
+    assert f"--resume {out}" in err and "<run folder>" not in err
