@@ -162,6 +162,19 @@ class SimpleBaseline(nn.Module):
         f = self.deconv(g)
         return BackboneOutput(self.final(f), f, g)
 
+    def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's maps at every scale: the stem's output, then each stage's output
+        (strides ``stem_stride``, then doubling; ``width * 2**i`` channels), as a ResNet's
+        ``conv1 .. conv5`` maps serve as generic image features (trunks, perceptual losses)."""
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must have shape (N, 3, S, S), got {tuple(images.shape)}")
+        x = self.stem(images)
+        maps = [x]
+        for stage in self.encoder:
+            x = stage(x)
+            maps.append(x)
+        return maps
+
 
 class ConfidenceHead(nn.Module):
     """Per-image confidences from the encoder output (Iskakov et al. eq. 5, the ``q_phi`` branch).

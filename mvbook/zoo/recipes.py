@@ -27,7 +27,7 @@ from mvbook.studio.scenes import TEST_SUBJECTS, StudioConfig, profile_config
 __all__ = ["MODELS", "Recipe", "recipe", "check_no_test_data"]
 
 #: The zoo's models, in the order ``mvbook zoo list`` shows them.
-MODELS = ("pose2d", "dense0")
+MODELS = ("pose2d", "dense0", "trunk")
 
 _DESCRIPTIONS = {
     "pose2d": "2D human joint detector (Human3.6M-17 heatmaps, sub-pixel readout) on "
@@ -35,6 +35,9 @@ _DESCRIPTIONS = {
     "dense0": "dense surface coordinates (16 parts + UV per part, like DensePose) on person "
               "crops of a shifted studio domain (other looks, lights and cameras than the "
               "chapters' multiview set); the dense-keypoint chapter's phi_0",
+    "trunk": "general image features: the encoder of a parts + UV network on person crops of "
+             "training subjects under other looks and rooms, single- and multi-person; the "
+             "stand-in for an ImageNet-pretrained ResNet (MCSS trunk, perceptual features)",
 }
 
 
@@ -144,6 +147,8 @@ def recipe(name: str, profile: str = "quick") -> Recipe:
     check_profile(profile)
     if name == "dense0":
         return _dense0(profile)
+    if name == "trunk":
+        return _trunk(profile)
     # pose2d
     # Seeds: 0 is the chapters' own studio seed (their training subjects' looks and room);
     # 1 adds other looks and another room; the held-out sample uses seed 2.
@@ -195,6 +200,43 @@ def _dense0(profile: str) -> Recipe:
         steps=by_profile(profile, smoke=6, quick=1500, full=40000),
         batch=by_profile(profile, smoke=4, quick=32, full=64),
         warmup=by_profile(profile, smoke=1, quick=100, full=1000),
+    )
+
+
+#: The studio seeds of the trunk's training data (single-person; the multi-person scenes use
+#: seed 0, whose people are training identities) and of its held-out sample.
+TRUNK_SEEDS = ((1, 3), 2)
+
+
+def _trunk_single(profile: str, seed: int, sequences: int, frames: int) -> StudioConfig:
+    return profile_config(profile, "single", seed, sequences=(sequences, 0), frames=(frames, 1),
+                          test_subjects=(), store=("masks", "iuv"))
+
+
+def _trunk(profile: str) -> Recipe:
+    """Parts + UV supervision (the dense task) on the chapters' camera rig but other looks and
+    rooms of the training subjects, plus multi-person scenes: what the network learns are
+    generic body-aware image features, read out by :meth:`SimpleBaseline.stage_features`."""
+    (s1, s2), held_seed = TRUNK_SEEDS
+    multi = profile_config(profile, "multi", 0, sequences=(by_profile(
+        profile, smoke=1, quick=30, full=150), 0), frames=(by_profile(
+            profile, smoke=2, quick=10, full=30), 1), store=("masks", "iuv"))
+    return Recipe(
+        name="trunk", profile=profile,
+        train_data=by_profile(
+            profile,
+            smoke=(_trunk_single("smoke", s1, 1, 2), multi),
+            quick=(_trunk_single("quick", s1, 2, 20), _trunk_single("quick", s2, 2, 20), multi),
+            full=(_trunk_single("full", s1, 4, 40), _trunk_single("full", s2, 4, 40), multi)),
+        held_out=by_profile(profile, smoke=_trunk_single("smoke", held_seed, 1, 1),
+                            quick=_trunk_single("quick", held_seed, 1, 3),
+                            full=_trunk_single("full", held_seed, 1, 10)),
+        backbone=_backbone(profile),
+        crop_size=by_profile(profile, smoke=32, quick=128, full=256),
+        steps=by_profile(profile, smoke=6, quick=2000, full=40000),
+        batch=by_profile(profile, smoke=4, quick=32, full=64),
+        warmup=by_profile(profile, smoke=1, quick=100, full=1000),
+        seed=1,
     )
 
 

@@ -15,7 +15,7 @@ from .recipes import MODELS
 
 __all__ = ["task"]
 
-_TASKS = {"pose2d": pose2d, "dense0": dense}
+_TASKS = {"pose2d": pose2d, "dense0": dense, "trunk": dense}
 assert set(_TASKS) == set(MODELS), "every zoo model needs a task module"
 
 
