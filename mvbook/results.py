@@ -345,8 +345,9 @@ def results_table(
 TABLE_CSS = (
     ".mvbook-results, .mvbook-table {border-collapse: collapse; margin: 0.5em 0; font-size: 90%;}"
     " .mvbook-results th, .mvbook-results td, .mvbook-table th, .mvbook-table td"
-    " {white-space: nowrap; padding: 0.2em 0.6em; border: 1px solid #ddd; text-align: left;}"
-    " .mvbook-results td.num, .mvbook-table td.num {text-align: right;"
+    " {white-space: nowrap; padding: 0.2em 0.6em; border: 1px solid #ddd;"
+    " text-align: left !important;}"
+    " .mvbook-results td.num, .mvbook-table td.num {text-align: right !important;"
     " font-variant-numeric: tabular-nums;}"
     " .mvbook-results td.note {white-space: normal; min-width: 16em; max-width: 36em;}"
 )
