@@ -65,3 +65,11 @@ def test_nbgrader_generates_and_grades_a_chapter(tmp_path, monkeypatch, capsys):
     assert scores["untouched"] == zero
     assert scores["wrong"] == zero
     shutil.rmtree(course / "autograded", ignore_errors=True)
+
+
+def test_assign_names_a_missing_chapter_in_one_line(capsys):
+    from mvbook.cli import main
+
+    assert main(["assign", "--chapters", "99", "--out", "unused"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mvbook assign: error: --chapters: no notebook '99' in {ROOT / 'notebooks'}"]
