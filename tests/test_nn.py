@@ -58,3 +58,27 @@ def test_v2v_shapes_and_gradients(norm):
     assert x.grad is not None and x.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="divisible"):
         net(torch.randn(1, 4, 6, 8, 8))
+
+
+def test_stage_features_are_the_encoder_maps_at_every_scale():
+    cfg = BackboneConfig(width=8, blocks=(1, 2, 1), stem_stride=4, deconv_layers=2, deconv_channels=8)
+    net = SimpleBaseline(5, cfg).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = net.stage_features(x)
+        encoding = net(x).encoding
+        # an independent composition of the same layers, one by one
+        y = x
+        for layer in net.stem:
+            y = layer(y)
+        expected = [y]
+        for stage in net.encoder:
+            for block in stage:
+                y = block(y)
+            expected.append(y)
+    assert [tuple(m.shape) for m in maps] == [(2, 8, 16, 16), (2, 8, 16, 16), (2, 16, 8, 8), (2, 32, 4, 4)]
+    for got, want in zip(maps, expected):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(maps[-1], encoding)
+    with pytest.raises(ValueError, match="images"):
+        net.stage_features(torch.randn(2, 1, 64, 64))

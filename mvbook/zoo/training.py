@@ -9,7 +9,6 @@ weights and card written (:func:`mvbook.zoo.store.write_model`).
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import subprocess
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from mvbook.runtime import resolve_device
+from mvbook.schedules import warmup_cosine
 from mvbook.train import TrainConfig, make_loader, train
 
 from .recipes import Recipe, check_no_test_data, recipe
@@ -74,15 +74,6 @@ def held_out_bank(rec: Recipe, *, progress: bool = True, cache_dir=None):
     return _banks([rec.held_out], rec, rec.profile, progress, cache_dir)
 
 
-def _schedule(rec: Recipe):
-    def factor(step: int) -> float:
-        if step < rec.warmup:
-            return (step + 1) / rec.warmup
-        t = (step - rec.warmup) / max(1, rec.steps - rec.warmup)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-    return factor
-
-
 def train_model(
     name: str,
     profile: str = "quick",
@@ -119,7 +110,7 @@ def train_model(
     model = job.build_model(rec)
     optimizer = torch.optim.AdamW(model.to(dev).parameters(), lr=rec.lr,
                                   weight_decay=rec.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(rec))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(rec.steps, rec.warmup))
     every = checkpoint_every if checkpoint_every is not None else max(1, rec.steps // 40)
     config = TrainConfig(steps=rec.steps, lr=rec.lr, weight_decay=rec.weight_decay, device=dev,
                          seed=rec.seed, checkpoint_dir=folder / f"{name}-checkpoints",
