@@ -8,6 +8,10 @@ subjects only, by the project's own code, from named recipes (:mod:`mvbook.zoo.r
   backbone, chapter 11's 2D-labelled pretraining, SelfPose3d's pseudo-2D source.
 - ``dense0``: dense surface coordinates, parts + UV (:mod:`mvbook.zoo.dense`), trained on a
   shifted studio domain: the dense-keypoint chapter's ``phi_0``.
+- ``trunk``: general image features, the encoder of a parts + UV network trained on other looks
+  and rooms of the training subjects (:meth:`mvbook.nn.SimpleBaseline.stage_features` reads its
+  maps at every scale): the stand-in for an ImageNet-pretrained ResNet (MCSS's trunk, the
+  keypoint-discovery chapter's perceptual features).
 
 The ``quick`` weights ship with the package, with a card each (:mod:`mvbook.zoo.store`);
 :func:`load` checks them (sha256, recipe hash) and never trains. ``mvbook zoo list``,
