@@ -11,7 +11,7 @@ JOBS ?= 2
 # a CPU-only machine may pass PyTorch's CPU wheel index (see the README). Never the default.
 TORCH_INDEX_URL ?=
 
-.PHONY: env report test smoke lint bench clean-venv
+.PHONY: env report test smoke lint bench book clean-venv
 
 env: $(STAMP)
 
@@ -36,6 +36,11 @@ test: $(STAMP)
 		--nbval-sanitize-with configs/nbval_sanitize.cfg --nbval-kernel-name python3 \
 		--nbval-cell-timeout 600 tests notebooks; \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the test suite is broken" >&2; exit 1; fi; exit $$rc
+
+# The book as a static site from a report run: make book RUN=reports/<run> -> reports/<run>/book/index.html
+book: $(STAMP)
+	@test -n "$(RUN)" || { echo "make book: give the report run, e.g. make book RUN=reports/<run>" >&2; exit 2; }
+	$(VENV)/bin/mvbook book $(RUN)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mvbook tests bench data_scripts notebooks

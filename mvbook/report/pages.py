@@ -129,6 +129,23 @@ def export_html(
     if mathjax is None:
         install_mathjax(destination.parent)
         mathjax = MATHJAX_DIR
+    offline_notebook(nb)
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[jinja2.DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
+        template_file=_TEMPLATE_NAME,
+        mathjax_url=f"{mathjax.rstrip('/')}/MathJax.js?config={MATHJAX_CONFIG}",
+    )
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": executed.stem}})
+    tmp = destination.with_name(destination.name + ".tmp")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(destination)
+
+
+def offline_notebook(nb: Any) -> Any:
+    """Drop what needs a live kernel or a CDN from an executed notebook, in place: the widget
+    state, tqdm progress bars (their saved text shows only the first update), and other
+    widgets (a one-line note instead). Returns ``nb``."""
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
         if "outputs" not in cell:
@@ -147,16 +164,7 @@ def export_html(
                 }
             kept.append(out)
         cell.outputs = kept
-    exporter = HTMLExporter(
-        template_name="lab",
-        extra_loaders=[jinja2.DictLoader({_TEMPLATE_NAME: _TEMPLATE})],
-        template_file=_TEMPLATE_NAME,
-        mathjax_url=f"{mathjax.rstrip('/')}/MathJax.js?config={MATHJAX_CONFIG}",
-    )
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": executed.stem}})
-    tmp = destination.with_name(destination.name + ".tmp")
-    tmp.write_text(body, encoding="utf-8")
-    tmp.replace(destination)
+    return nb
 
 
 _SOLUTION = re.compile(r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*(\n|$)",
@@ -362,6 +370,7 @@ __all__ = [
     "export_html",
     "install_mathjax",
     "mathjax_source",
+    "offline_notebook",
     "student_notebook",
     "student_source",
     "write_student_pages",
