@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES = (
     "mvbook.data.cli",
     "mvbook.zoo.cli",
     "mvbook.assign",
+    "mvbook.book",
 )
 
 #: The errors a user can fix, besides ``ValueError`` and ``OSError`` (which cover
@@ -41,6 +42,7 @@ USER_ERRORS = (
     ("mvbook.zoo.store", "ZooError"),
     ("mvbook.data.download", "DownloadError"),
     ("mvbook.assign", "AssignError"),
+    ("mvbook.book", "BookError"),
     ("mvbook.data.spec", "DatasetFormatError"),
     ("mvbook.train", "CheckpointError"),
 )
