@@ -1,4 +1,4 @@
-"""The ``mvbook`` command line: ``mvbook report``, ``studio``, ``data``, ``zoo``, ``assign``.
+"""The ``mvbook`` command line: ``mvbook report``, ``book``, ``studio``, ``data``, ``zoo``, ``assign``.
 
 Run as ``mvbook ...`` (the installed script) or ``python -m mvbook ...``.
 

@@ -44,20 +44,56 @@ def by_profile(profile: str, *, smoke: T, quick: T, full: T) -> T:
     return {"smoke": smoke, "quick": quick, "full": full}[check_profile(profile)]
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """Turn ``"auto"`` into CUDA when available, else CPU; validate anything else.
+DEVICE_FORMS = "'auto', 'cpu', 'cuda', 'cuda:N' (N a GPU index) or a torch.device"
 
-    Never hard-code ``.cuda()``: every chapter passes its ``device`` parameter through here.
+
+def parse_device(device: str | torch.device, name: str = "device") -> torch.device | str:
+    """Check the *form* of a device argument, not whether the machine has it: ``"auto"`` is
+    returned as is, a device name as its ``torch.device``.
+
+    Raises ``TypeError`` for a value that is neither a str nor a ``torch.device`` and a one-line
+    ``ValueError`` naming ``name`` and the accepted forms (:data:`DEVICE_FORMS`) for a string
+    torch does not know (``"gpu"``, ``"cuda:x"``).
     """
     if isinstance(device, torch.device):
         return device
     if not isinstance(device, str):
-        raise TypeError(f"device must be a str or torch.device, got {type(device).__name__}")
+        raise TypeError(f"{name} must be a str or torch.device, got {type(device).__name__}")
     if device == "auto":
+        return device
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"{name}={device!r} is not a device: expected {DEVICE_FORMS}") from None
+
+
+def resolve_device(device: str | torch.device = "auto", name: str = "device") -> torch.device:
+    """Turn ``"auto"`` into CUDA when available, else CPU; validate anything else.
+
+    Accepted: :data:`DEVICE_FORMS` (any other device string torch knows, e.g. ``"meta"``,
+    is passed through). A string torch does not know raises a one-line ``ValueError`` naming
+    the argument ``name`` and the accepted forms, as does a CUDA device on a machine without
+    CUDA, or a GPU index the machine does not have (both also for a ``torch.device``); a value
+    that is neither a str nor a ``torch.device`` raises ``TypeError``.
+
+    Never hard-code ``.cuda()``: every chapter passes its ``device`` parameter through here.
+    """
+    dev = parse_device(device, name)
+    if dev == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available; use 'auto' or 'cpu'")
+    assert isinstance(dev, torch.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={str(device)!r} was requested but CUDA is not available "
+                             "on this machine; use 'auto' or 'cpu'")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{name}={str(device)!r}: this machine has {count} CUDA "
+                             f"device{'s' if count != 1 else ''} (cuda:0..cuda:{count - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={str(device)!r} was requested but MPS is not available on "
+                         "this machine; use 'auto' or 'cpu'")
     return dev
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mvbook.cli import main as mvbook_main
 from mvbook.data import (
     DatasetFormatError,
     DatasetWriter,
@@ -20,7 +21,6 @@ from mvbook.data import (
     shelf_campus,
     verify_dataset,
 )
-from mvbook.data.cli import main as data_main
 from mvbook.data.common import MissingRawDataError
 from mvbook.data.fixtures import synthetic_samples
 from mvbook.data.format import write_dataset
@@ -104,7 +104,7 @@ def shelf_raw(tmp_path_factory):
 
 
 def _convert(raw, out, *extra):
-    return data_main(["data", "convert", "shelf", "--raw", str(raw), "--out", str(out),
+    return mvbook_main(["data", "convert", "shelf", "--raw", str(raw), "--out", str(out),
                       "--image-size", "52x39", "--quiet", *extra])
 
 
@@ -328,7 +328,7 @@ def test_data_check_reports_a_damaged_manifest(dataset, capsys, content, expecte
     _edit_manifest(root, content)
     rep = verify_dataset(root)
     assert not rep.ok and any(expected in p and "manifest.json" in p for p in rep.problems), rep
-    assert data_main(["data", "check", str(root)]) == 1
+    assert mvbook_main(["data", "check", str(root)]) == 1
     out = capsys.readouterr()
     assert expected in out.out and "Traceback" not in out.err
     with pytest.raises(DatasetFormatError, match="manifest.json"):
@@ -338,7 +338,7 @@ def test_data_check_reports_a_damaged_manifest(dataset, capsys, content, expecte
 def test_data_check_reports_an_empty_npy(dataset, capsys):
     root, _ = dataset
     (root / "joints3d.npy").write_bytes(b"")
-    assert data_main(["data", "check", str(root)]) == 1
+    assert mvbook_main(["data", "check", str(root)]) == 1
     out = capsys.readouterr().out
     assert "cannot read" in out and "joints3d.npy" in out
 
@@ -351,7 +351,7 @@ def test_data_check_entry_without_sha256(dataset, capsys):
         return m
 
     _edit_manifest(root, drop)
-    assert data_main(["data", "check", str(root)]) == 1
+    assert mvbook_main(["data", "check", str(root)]) == 1
     out = capsys.readouterr().out
     assert "records no sha256" in out and "joints3d.npy" in out
     assert "checksum mismatch" not in out
@@ -360,5 +360,5 @@ def test_data_check_entry_without_sha256(dataset, capsys):
 def test_data_check_of_a_file(tmp_path, capsys):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    assert data_main(["data", "check", str(afile)]) == 2
+    assert mvbook_main(["data", "check", str(afile)]) == 2
     assert "is a file" in capsys.readouterr().err

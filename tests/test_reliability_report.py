@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from mvbook import cli as mvbook_cli
 from mvbook.report import cli as report_cli
 from mvbook.report import runner
 
@@ -19,10 +20,15 @@ FIXTURES = Path(__file__).parent / "fixtures" / "notebooks"
 
 
 def cli(*argv: str) -> int:
+    """``mvbook report ...`` through the command line and its error handler."""
+    return mvbook_cli.main(["report", *argv])
+
+
+def test_report_errors_are_handled_by_the_command_line_handler():
     parser = argparse.ArgumentParser(prog="mvbook")
     report_cli.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["report", *argv])
-    return args.func(args)
+    args = parser.parse_args(["report", "--resume", "/nonexistent/run"])
+    assert args.func(args) == 2  # ``mvbook.report.cli.main`` alone: the same handler
 
 
 def _notebook(path: Path, params: str) -> None:
@@ -68,6 +74,7 @@ def _one_line_error(capsys, *needles):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
+    assert err.startswith("mvbook: "), err
     for n in needles:
         assert n in err, (n, err)
     return err
@@ -177,3 +184,64 @@ def test_interrupt_names_the_run_folder(book, tmp_path, capsys, monkeypatch):
     assert cli(*args, "--profile", "smoke", "--out", str(out)) == 130
     err = capsys.readouterr().err
     assert f"--resume {out}" in err and "<run folder>" not in err
+
+
+# -- every entry point gets the folder checks (mvbook.report.folder) ------------------------
+
+
+@pytest.mark.parametrize("content", ["{", "", "[]", '{"notebooks": [1]}',
+                                     '{"notebooks": [{"parameters": {}}]}'])
+def test_load_run_refuses_a_damaged_environment(tmp_path, content):
+    from mvbook.report.folder import load_run
+    from mvbook.report.options import ReportError
+
+    run = _run_folder(tmp_path)
+    (run / "environment.json").write_text(content)
+    with pytest.raises(ReportError, match="environment.json is damaged"):
+        load_run(run)
+
+
+def test_load_run_checks_results_on_request(tmp_path):
+    from mvbook.report.folder import load_run
+    from mvbook.report.options import ReportError
+
+    run = _run_folder(tmp_path, status="ok")
+    env, runs = load_run(run)
+    assert env["profile"] == "smoke" and [r.name for r in runs] == ["01_x"]
+    with pytest.raises(ReportError, match="no results.json"):
+        load_run(run, results=True)
+    (run / "results.json").write_text('{"results": 3}')
+    with pytest.raises(ReportError, match="results.json is damaged"):
+        load_run(run, results=True)
+    with pytest.raises(ReportError, match="not a report run folder"):
+        load_run(run / "results.json")
+
+
+def test_claim_out_dir_refuses_files_in_the_way(tmp_path):
+    from mvbook.report.folder import claim_out_dir
+    from mvbook.report.options import ReportError
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ReportError, match="afile is a file, not a folder"):
+        claim_out_dir(afile / "sub" / "run")
+    with pytest.raises(ReportError, match="is an existing file"):
+        claim_out_dir(afile)
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("x")
+    with pytest.raises(ReportError, match="never overwrites"):
+        claim_out_dir(tmp_path / "used")
+    assert claim_out_dir(tmp_path / "new" / "run").is_dir()
+    assert afile.read_text() == "x"
+
+
+def test_verify_out_under_a_file_is_refused_before_running(book, tmp_path, capsys,
+                                                            fake_execution):
+    args, _ = book
+    run = _run_folder(tmp_path, status="ok")
+    (run / "results.json").write_text('{"results": []}')
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert cli(*args, "--verify", str(run), "--out", str(afile / "sub")) == 2
+    _one_line_error(capsys, "afile", "is a file")
+    assert not fake_execution

@@ -9,6 +9,11 @@
     mvbook data check   RAW --dataset DATASET           check a raw folder: what is missing, how to get it
 
 DATASET is one of panoptic, shelf, campus, h36m, mpi_inf_3dhp. See docs/datasets.md.
+
+Exit status: 0 done; 1 a check found problems; 2 an error a user can fix (a missing or
+damaged file, a folder in the way, a failed download): one line from the command line's
+handler (:func:`mvbook.cli.handle_errors`), or from :func:`main_for_dataset` for the
+``data_scripts``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from mvbook.data.common import MissingRawDataError, parse_image_size
+from mvbook.data.common import parse_image_size
 from mvbook.data.download import DownloadError, verify_against_ledger
-from mvbook.data.spec import MANIFEST, DatasetFormatError
+from mvbook.data.format import check_output_folder
+from mvbook.data.spec import MANIFEST
 from mvbook.data.verify import verify_dataset
 
 DATASET_NAMES = ("panoptic", "shelf", "campus", "h36m", "mpi_inf_3dhp")
@@ -150,35 +156,31 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     _expand(args, "raw")
     name = args.dataset
     raw = Path(args.raw)
-    try:
-        if name == "panoptic":
-            from mvbook.data import panoptic as m
+    if name == "panoptic":
+        from mvbook.data import panoptic as m
 
-            checks = _read_checksums(args.checksums)
-            seqs = args.sequences or list(m.TRAIN_SEQUENCES + m.TEST_SEQUENCES)
-            m.fetch(raw, seqs, args.cameras or m.CAMERAS, base_url=args.base_url or m.BASE_URL,
-                    checksums=checks, retries=args.retries, progress=not args.quiet,
-                    videos=not args.no_videos)  # fmt: skip
-        elif name in ("shelf", "campus"):
-            from mvbook.data import shelf_campus as m
+        checks = _read_checksums(args.checksums)
+        seqs = args.sequences or list(m.TRAIN_SEQUENCES + m.TEST_SEQUENCES)
+        m.fetch(raw, seqs, args.cameras or m.CAMERAS, base_url=args.base_url or m.BASE_URL,
+                checksums=checks, retries=args.retries, progress=not args.quiet,
+                videos=not args.no_videos)  # fmt: skip
+    elif name in ("shelf", "campus"):
+        from mvbook.data import shelf_campus as m
 
-            m.fetch(name, raw, archive_url=args.base_url, sha256=args.sha256, retries=args.retries,
-                    progress=not args.quiet,
-                    with_voxelpose_calibration=not args.no_voxelpose_calibration)  # fmt: skip
-        else:
-            m = _module(name)
-            problems = check_raw(name, raw)
-            print(m.__doc__)
-            if problems:
-                print("\nNot ready yet:")
-                for p in problems[:30]:
-                    print(f"  - {p}")
-                return 2
-            print(f"\n{raw} has everything the converter needs.")
-            return 0
-    except (DownloadError, MissingRawDataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        m.fetch(name, raw, archive_url=args.base_url, sha256=args.sha256, retries=args.retries,
+                progress=not args.quiet,
+                with_voxelpose_calibration=not args.no_voxelpose_calibration)  # fmt: skip
+    else:
+        m = _module(name)
+        problems = check_raw(name, raw)
+        print(m.__doc__)
+        if problems:
+            print("\nNot ready yet:")
+            for p in problems[:30]:
+                print(f"  - {p}")
+            return 2
+        print(f"\n{raw} has everything the converter needs.")
+        return 0
     print(f"done: {raw}")
     return 0
 
@@ -199,46 +201,49 @@ def _read_checksums(path: str | None) -> dict[str, str] | None:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    """``data convert``; the dataset writer's refusals are phrased for the command line."""
+    try:
+        return _convert(args)
+    except FileExistsError as err:
+        if err.strerror is not None:  # the system's own error: the handler names its path
+            raise
+        raise FileExistsError(
+            str(err).replace("pass overwrite=True (--overwrite on the command line)",
+                             "pass --overwrite").replace("; overwrite only replaces",
+                                                         "; --overwrite only replaces")
+        ) from None
+
+
+def _convert(args: argparse.Namespace) -> int:
     _expand(args, "raw", "out", "camera_file")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        print(f"mvbook data: error: --out {out} is an existing file, not a folder",
-              file=sys.stderr)
-        return 2
+    check_output_folder(Path(args.out), args.overwrite)  # before reading any raw file
     name = args.dataset
     m = _module(name)
     size = parse_image_size(args.image_size, getattr(m, "DEFAULT_IMAGE_SIZE", (512, 512)))
     common = dict(overwrite=args.overwrite, progress=not args.quiet)
-    try:
-        if name == "panoptic":
-            path = m.convert(
-                args.raw, args.out, sequences=args.sequences or m.TRAIN_SEQUENCES + m.TEST_SEQUENCES,
-                cameras=args.cameras or m.CAMERAS, interval=args.interval, image_size=size,
-                num_joints=args.num_joints, max_frames=args.max_frames, **common,
-            )  # fmt: skip
-        elif name in ("shelf", "campus"):
-            size = parse_image_size(args.image_size, m.DATASETS[name]["default_size"])
-            path = m.convert(name, args.raw, args.out, frames=args.frames,
-                             calibration=args.calibration, image_size=size, **common)  # fmt: skip
-        elif name == "h36m":
-            path = m.convert(
-                args.raw, args.out, subjects=args.subjects or m.TRAIN_SUBJECTS + m.TEST_SUBJECTS,
-                train_step=args.train_step, test_step=args.test_step, image_size=size,
-                camera_file=args.camera_file, actions=args.actions,
-                max_frames_per_sequence=args.max_frames, **common,
-            )  # fmt: skip
-        else:
-            path = m.convert(
-                args.raw, args.out, subjects=args.subjects or m.SUBJECTS,
-                cameras=[int(c) for c in args.cameras] if args.cameras else m.CAMERAS,
-                step=args.step, image_size=size, max_frames_per_sequence=args.max_frames, **common,
-            )  # fmt: skip
-    except (MissingRawDataError, DatasetFormatError, OSError) as err:
-        msg = str(err).replace("pass overwrite=True (--overwrite on the command line)",
-                               "pass --overwrite").replace("overwrite only replaces",
-                                                           "--overwrite only replaces")
-        print(f"mvbook data: error: {msg}", file=sys.stderr)
-        return 2
+    if name == "panoptic":
+        path = m.convert(
+            args.raw, args.out, sequences=args.sequences or m.TRAIN_SEQUENCES + m.TEST_SEQUENCES,
+            cameras=args.cameras or m.CAMERAS, interval=args.interval, image_size=size,
+            num_joints=args.num_joints, max_frames=args.max_frames, **common,
+        )  # fmt: skip
+    elif name in ("shelf", "campus"):
+        size = parse_image_size(args.image_size, m.DATASETS[name]["default_size"])
+        path = m.convert(name, args.raw, args.out, frames=args.frames,
+                         calibration=args.calibration, image_size=size, **common)  # fmt: skip
+    elif name == "h36m":
+        path = m.convert(
+            args.raw, args.out, subjects=args.subjects or m.TRAIN_SUBJECTS + m.TEST_SUBJECTS,
+            train_step=args.train_step, test_step=args.test_step, image_size=size,
+            camera_file=args.camera_file, actions=args.actions,
+            max_frames_per_sequence=args.max_frames, **common,
+        )  # fmt: skip
+    else:
+        path = m.convert(
+            args.raw, args.out, subjects=args.subjects or m.SUBJECTS,
+            cameras=[int(c) for c in args.cameras] if args.cameras else m.CAMERAS,
+            step=args.step, image_size=size, max_frames_per_sequence=args.max_frames, **common,
+        )  # fmt: skip
     rep = verify_dataset(path, checksums=False, max_samples=2000)
     print(rep)
     print(f"\nconverted: {path}\nuse it in a chapter with the parameter  data = {str(path)!r}")
@@ -249,8 +254,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     _expand(args, "path")
     path = Path(args.path)
     if path.exists() and not path.is_dir():
-        print(f"mvbook data: error: {path} is a file, not a dataset folder", file=sys.stderr)
-        return 2
+        raise NotADirectoryError(f"{path} is a file, not a dataset folder")
     if args.dataset and not (path / MANIFEST).exists():
         problems = check_raw(args.dataset, path)
         if problems:
@@ -367,10 +371,18 @@ def main_for_dataset(dataset: str, argv: list[str] | None = None) -> int:
     sub.required = True
     _add_subcommands(sub, dataset=dataset)
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, OSError, DownloadError) as err:
+        # The scripts run without ``mvbook``'s handler (mvbook.cli, a layer above this one):
+        # the same one line and exit status for the errors this layer raises.
+        print(f"{parser.prog}: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``mvbook data ...`` without the command line's error handler: errors propagate
+    (``mvbook.cli.main`` turns them into one line, exit status 2)."""
     parser = argparse.ArgumentParser(prog="mvbook")
     add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(argv)

@@ -21,8 +21,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from mvbook.cli import handle_errors
+from mvbook.report.folder import load_run
 from mvbook.report.options import ReportError, ReportOptions, default_root, parse_overrides
-from mvbook.report.runner import check_run_folder, resume_report, run_report
+from mvbook.report.runner import resume_report, run_report
 from mvbook.report.verify import verify_report
 from mvbook.runtime import PROFILES
 
@@ -163,28 +165,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+@handle_errors
 def main(args: argparse.Namespace) -> int:
     """Entry point of ``mvbook report``: returns the exit status (0 all ok; 1 a notebook
-    failed or results differ; 2 the run could not start, with a one-line error; 130
-    interrupted)."""
+    failed or results differ; 2 the run could not start, with a one-line error from
+    :func:`mvbook.cli.handle_errors`; 130 interrupted)."""
     root = default_root()
+    opts = ReportOptions(
+        profile=args.profile or "quick",
+        notebooks_dir=args.notebooks or root / "notebooks",
+        configs_dir=args.configs or root / "configs",
+        reports_dir=args.reports_dir or root / "reports",
+        only=args.only,
+        out=args.out,
+        overrides=parse_overrides(args.parameters),
+        cell_timeout=args.cell_timeout,
+        kernel=args.kernel,
+        html=not args.no_html,
+    )
     try:
-        opts = ReportOptions(
-            profile=args.profile or "quick",
-            notebooks_dir=args.notebooks or root / "notebooks",
-            configs_dir=args.configs or root / "configs",
-            reports_dir=args.reports_dir or root / "reports",
-            only=args.only,
-            out=args.out,
-            overrides=parse_overrides(args.parameters),
-            cell_timeout=args.cell_timeout,
-            kernel=args.kernel,
-            html=not args.no_html,
-        )
-        if opts.out is not None:
-            _check_out(opts.out)
         if args.verify is not None:
-            check_run_folder(args.verify, results=True)
+            load_run(args.verify, results=True)  # a damaged run is refused before anything runs
             if args.parameters:
                 raise ReportError("--verify re-uses the parameters of the run; drop -p")
             if args.reports_dir is None:  # the new run goes next to the one it verifies
@@ -201,27 +202,9 @@ def main(args: argparse.Namespace) -> int:
             write_student_pages(run_dir)
             print(f"student pages: {run_dir / 'student'}", file=sys.stderr)
         return 1 if failed else 0
-    except ReportError as err:
-        print(f"mvbook report: error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a file-system problem: one line naming the path
-        where = f"{err.filename}: " if err.filename else ""
-        print(f"mvbook report: error: {where}{err.strerror or err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt as err:
         run_dir = getattr(err, "run_dir", None)
         hint = (f"continue with --resume {run_dir}" if run_dir is not None
                 else "no run folder was written yet")
         print(f"mvbook report: interrupted; {hint}", file=sys.stderr)
         return 130
-
-
-def _check_out(out: Path) -> None:
-    """``--out`` must be a new or empty folder whose existing parent is a folder."""
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ReportError(f"--out {out}: {parent} is a file, not a folder")
-            break
-    if out.exists() and not out.is_dir():
-        raise ReportError(f"--out {out} is an existing file, not a folder")

@@ -64,8 +64,17 @@ def new_run_dir(reports_dir: Path, profile: str, suffix: str = "") -> Path:
 
 
 def claim_out_dir(out: Path) -> Path:
-    """Create ``out`` for a run; refuses a folder that exists and is not empty."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    """Create ``out`` for a run. ``out`` must be new or an empty folder, under an existing
+    parent that is a folder; anything else raises :class:`ReportError` naming the path
+    (a file-system failure while creating it is the ``OSError``, which names it too)."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ReportError(f"--out {out}: {parent} is a file, not a folder")
+            break
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is an existing file, not a folder")
+    if out.exists() and any(out.iterdir()):
         raise ReportError(
             f"{out} already exists: a report never overwrites an earlier run "
             f"(choose another --out, or --resume {out} to finish that run)"
@@ -90,16 +99,49 @@ def write_environment(run_dir: Path, env: dict[str, Any], runs: Sequence[Noteboo
     write_json(run_dir / ENVIRONMENT_FILE, environment_document(env, runs))
 
 
-def load_run(run_dir: Path) -> tuple[dict[str, Any], list[NotebookRun]]:
+def _read_record(path: Path, key: str) -> dict[str, Any]:
+    """The JSON object in ``path`` whose ``key`` is a list of objects; :class:`ReportError`
+    naming the file when it cannot be read, is not JSON or is not such a record."""
+    try:
+        doc = read_json(path)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ReportError(f"{path} is damaged ({err}); start a new run") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get(key, []), list) or not all(
+        isinstance(r, dict) for r in doc.get(key, [])
+    ):
+        raise ReportError(f"{path} is damaged (not the record of a report run); start a new run")
+    return doc
+
+
+def load_run(
+    run_dir: Path, results: bool = False
+) -> tuple[dict[str, Any], list[NotebookRun]]:
     """Read a run's ``environment.json``: its settings (without ``seeds`` and ``notebooks``)
-    and its chapters. A folder without one raises :class:`ReportError`."""
+    and its chapters.
+
+    Raises :class:`ReportError` naming the file when ``run_dir`` is not a folder, has no
+    ``environment.json``, or it is not JSON or not a run's record (a chapter without a name or
+    parameters); with ``results``, also when ``results.json`` is missing (the run did not
+    finish) or damaged, so a run to verify is refused before anything runs.
+    """
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir} is not a report run folder")
     path = run_dir / ENVIRONMENT_FILE
     if not path.exists():
         raise ReportError(f"{run_dir} is not a report run (no {ENVIRONMENT_FILE})")
-    env = read_json(path)
-    runs = [NotebookRun.from_json(r) for r in env.pop("notebooks", [])]
+    env = _read_record(path, "notebooks")
+    records = env.pop("notebooks", [])
+    if not all(isinstance(r.get("name"), str) and isinstance(r.get("parameters", {}), dict)
+               for r in records):
+        raise ReportError(f"{path} is damaged (a chapter without name or parameters); "
+                          "start a new run")
+    if results:
+        if not (run_dir / RESULTS_FILE).exists():
+            raise ReportError(f"{run_dir} has no {RESULTS_FILE}: it did not finish; "
+                              "resume it first")
+        _read_record(run_dir / RESULTS_FILE, "results")
     env.pop("seeds", None)
-    return env, runs
+    return env, [NotebookRun.from_json(r) for r in records]
 
 
 __all__ = [

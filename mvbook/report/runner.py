@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -88,34 +87,6 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
     finally:
         f.close()
-
-
-def check_run_folder(run_dir: Path, results: bool = False) -> None:
-    """Raise :class:`ReportError` naming the file when ``run_dir``'s ``environment.json`` (and,
-    with ``results``, ``results.json``) is missing, not JSON or not a run's record."""
-    if not run_dir.is_dir():
-        raise ReportError(f"{run_dir} is not a report run folder")
-    files = [(ENVIRONMENT_FILE, "notebooks")] + ([(RESULTS_FILE, "results")] if results else [])
-    for name, key in files:
-        path = run_dir / name
-        if not path.exists():
-            if name == RESULTS_FILE:
-                raise ReportError(f"{run_dir} has no {RESULTS_FILE}: it did not finish; "
-                                  "resume it first")
-            raise ReportError(f"{run_dir} is not a report run (no {ENVIRONMENT_FILE})")
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise ReportError(f"{path} is damaged ({err}); start a new run") from err
-        if not isinstance(doc, dict) or not isinstance(doc.get(key, []), list) or not all(
-                isinstance(r, dict) for r in doc.get(key, [])):
-            raise ReportError(f"{path} is damaged (not the record of a report run); "
-                              "start a new run")
-        if key == "notebooks" and not all(isinstance(r.get("name"), str) and
-                                          isinstance(r.get("parameters", {}), dict)
-                                          for r in doc[key]):
-            raise ReportError(f"{path} is damaged (a chapter without name or parameters); "
-                              "start a new run")
 
 
 def _plural(n: int, word: str) -> str:
@@ -344,7 +315,6 @@ def resume_report(
     recorded ``ok`` whose executed notebook is gone runs again. Returns
     ``(run_dir, number failed)``.
     """
-    check_run_folder(run_dir)
     env, runs = load_run(run_dir)
     opts = opts.for_run(env)
     declared = {r.name: declared_parameters(opts.notebooks_dir / f"{r.name}.ipynb")
@@ -372,7 +342,6 @@ def resume_report(
 __all__ = [
     "LOCK_FILE",
     "ReportInterrupted",
-    "check_run_folder",
     "execute_runs",
     "log",
     "resume_report",

@@ -2,45 +2,30 @@
 
     mvbook studio build --profile quick --scene single
     mvbook studio info --profile smoke
+
+Errors a user can fix (a cache folder that is a file, a device the machine lacks) are one
+line and exit status 2, from the command line's handler (:func:`mvbook.cli.handle_errors`).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import sys
 import time
 
 
-def _errors(func):
-    """Report the errors a user can fix (bad options, files, devices) as one line, exit 2."""
-
-    @functools.wraps(func)
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except (ValueError, OSError) as err:  # DatasetFormatError is a ValueError
-            print(f"mvbook studio: error: {err}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def _device(text: str) -> str:
-    """``--device``: auto, cpu, cuda or cuda:N (checked here, availability at build time)."""
-    import torch
+    """``--device``: auto, cpu, cuda or cuda:N (the form is checked here, availability when
+    the build starts)."""
+    from mvbook.runtime import parse_device
 
-    if text != "auto":
-        try:
-            torch.device(text)
-        except RuntimeError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a device: expected auto, cpu, cuda or cuda:N") from None
+    try:
+        parse_device(text, "--device")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
     return text
 
 
-@_errors
 def _build(args: argparse.Namespace) -> int:
     from mvbook.studio.build import build_studio
 
@@ -53,7 +38,6 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-@_errors
 def _info(args: argparse.Namespace) -> int:
     from mvbook.data.format import read_manifest
     from mvbook.studio.build import dataset_path
