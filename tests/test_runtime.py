@@ -12,6 +12,7 @@ from mvbook.runtime import (
     by_profile,
     check_profile,
     default_profile,
+    parse_device,
     resolve_device,
     seed_everything,
 )
@@ -43,6 +44,44 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("text", ["gpu", "GPU", "cuda:x", "cuda:-1", " cpu", ""])
+def test_resolve_device_names_an_unknown_device(text):
+    with pytest.raises(ValueError) as exc:
+        resolve_device(text)
+    msg = str(exc.value)
+    assert "\n" not in msg and f"device={text!r}" in msg
+    for form in ("'auto'", "'cpu'", "'cuda'", "'cuda:N'", "torch.device"):
+        assert form in msg, (form, msg)
+    assert not isinstance(exc.value, RuntimeError)
+    with pytest.raises(ValueError, match=f"^--device={text!r} is not a device"):
+        parse_device(text, "--device")
+
+
+def test_parse_device_checks_the_form_only():
+    assert parse_device("auto") == "auto"
+    assert parse_device("cuda:3") == torch.device("cuda", 3)  # whether or not there is a GPU
+    assert parse_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(TypeError, match="dev must be a str"):
+        parse_device(None, "dev")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda", 1)])
+def test_cuda_without_cuda_is_a_clear_error(device):
+    with pytest.raises(ValueError, match=r"^device='cuda(:\d)?' was requested but CUDA is not "
+                                         r"available on this machine; use 'auto' or 'cpu'$"):
+        resolve_device(device)
+    assert resolve_device("auto") == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_gpu_index_the_machine_lacks():
+    n = torch.cuda.device_count()
+    assert resolve_device(f"cuda:{n - 1}") == torch.device("cuda", n - 1)
+    with pytest.raises(ValueError, match=f"has {n} CUDA device"):
+        resolve_device(f"cuda:{n}")
 
 
 def test_seed_everything_repeats_random_streams():
