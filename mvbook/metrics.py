@@ -15,6 +15,29 @@ Common arguments of the per-pose metrics:
   NaN for samples without a valid joint) or ``"per_joint"`` (``(J,)``: each joint's error averaged
   over the valid samples).
 
+NaN policy (non-finite inputs: NaN or +-inf), the same for every metric:
+
+- A masked joint (``mask`` False; ``gt_valid`` / ``gt_joint_valid`` False) takes no part,
+  whatever it holds: NaN is how missing ground truth may be stored.
+- Per-joint metrics (:func:`mpjpe`, :func:`n_mpjpe`, :func:`pa_mpjpe`, :func:`pck3d`,
+  :func:`auc3d`, :func:`epipolar_error`): a valid joint with a non-finite coordinate in either
+  input has a NaN error (PCK: a NaN, not a miss), so its sample is NaN (``"none"``), its joint is
+  NaN (``"per_joint"``) and ``"mean"`` / ``"sum"`` are NaN: NaN is propagated, never raised,
+  never counted as 0 or as a miss. The metrics that fit a per-sample transform (N-MPJPE's
+  scale, PA-MPJPE's alignment) and a non-finite root joint make every joint of that sample NaN.
+  A non-finite ``F`` makes every point of its sample NaN. To leave such samples out, mask them
+  (``mask=torch.isfinite(pred).all(-1)``) or reduce with ``"none"`` and ``nanmean``.
+- Multi-person metrics (:func:`pcp`, :func:`multiperson_ap`): a predicted person with a
+  non-finite coordinate is a failed prediction: it is never matched (PCP: its actor's parts
+  are incorrect unless another prediction matches; AP: a false positive) and never keeps a
+  finite prediction from matching. A valid ground-truth joint must be finite: a non-finite one
+  raises ``ValueError`` naming ``gt`` (mark it invalid instead).
+- :func:`retrieval_pa_mpjpe_at_k` ranks by embeddings: non-finite embeddings or poses raise
+  ``ValueError`` naming the argument.
+
+Bad arguments (wrong type, dtype or shape, mismatched sizes, a root index out of range) raise
+``TypeError`` / ``ValueError`` naming the argument.
+
 Everything is batched (no Python loops over joints, points or poses); the multi-person matching
 is vectorised too. Differentiable where it makes sense (MPJPE, N-MPJPE, PA-MPJPE can serve as
 losses).
@@ -84,7 +107,13 @@ def _weights(
 
 
 def _root_of(x: torch.Tensor, root: int | Sequence[int], num_joints: int) -> torch.Tensor:
-    idx = [root] if isinstance(root, numbers.Integral) else list(root)
+    try:
+        if isinstance(root, (str, bytes)):
+            raise TypeError
+        idx = [root] if isinstance(root, numbers.Integral) else list(root)
+    except TypeError:
+        raise TypeError(
+            f"root must be an int or a non-empty sequence of ints, got {root!r}") from None
     if not idx:
         raise TypeError(f"root must be an int or a non-empty sequence of ints, got {root!r}")
     idx = [check_index(i, "root (a joint index)", num_joints) for i in idx]
@@ -117,6 +146,30 @@ def _joint_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(a - b, dim=-1)
 
 
+def _finite_points(x: torch.Tensor) -> torch.Tensor:
+    """(..., J, D) -> (..., J) bool: every coordinate of the point is finite."""
+    return torch.isfinite(x).all(-1)
+
+
+def _nan_where_not_finite(err: torch.Tensor, *points: torch.Tensor) -> torch.Tensor:
+    """``err`` (..., J) with NaN where a point of any of ``points`` (..., J, D) is not finite
+    (the NaN policy of the module docstring: an infinite input is a NaN error too)."""
+    ok = _finite_points(points[0])
+    for x in points[1:]:
+        ok = ok & _finite_points(x)
+    return torch.where(ok, err, torch.full((), float("nan"), dtype=err.dtype, device=err.device))
+
+
+def _pose_error(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Per-joint distance (..., J), NaN where either compared point is not finite."""
+    return _nan_where_not_finite(_joint_distance(pred, gt), pred, gt)
+
+
+def _check_3d(x: torch.Tensor, name: str) -> None:
+    if x.shape[-1] != 3:
+        raise ValueError(f"{name} must hold 3D poses, shape (..., J, 3), got {tuple(x.shape)}")
+
+
 # --------------------------------------------------------------------------------------------
 # MPJPE family
 # --------------------------------------------------------------------------------------------
@@ -140,7 +193,7 @@ def mpjpe(
     if root is not None:
         pred = pred - _root_of(pred, root, pred.shape[-2])
         gt = gt - _root_of(gt, root, gt.shape[-2])
-    err = _joint_distance(pred, gt)
+    err = _pose_error(pred, gt)
     return _reduce_joint_errors(err, _weights(mask, err.shape[:-1], err.shape[-1], err), reduction)
 
 
@@ -157,7 +210,19 @@ def n_mpjpe(
     the prediction is scaled by the per-sample least-squares optimal factor
     ``s* = sum_j <p_j, g_j> / sum_j <p_j, p_j>`` over the valid joints (no rotation, no
     translation beyond the root); then the root-relative MPJPE of ``s* p`` against ``g``.
+
+    ``root`` is required: a scale is about a point, and for absolute positions it would be
+    about the world origin, so the error would change with where the origin is. ``root=None``
+    raises ``ValueError``; to scale about the centroid of the valid and masked joints alike,
+    pass ``root=list(range(J))``. A sample whose prediction is all zeros (after centring) gets
+    the scale 0 (its error is the norm of ``g``).
     """
+    if root is None:
+        raise ValueError(
+            "n_mpjpe needs root (a joint index, or joint indices whose mean is the root): the "
+            "optimal scale is taken about the root, and about the world origin it would depend "
+            "on where the origin is; pass root=0 (the pelvis of h36m17) or root=list(range(J)) "
+            "(the centroid)")
     pred, gt = _check_poses(pred, gt)
     pred = pred - _root_of(pred, root, pred.shape[-2])
     gt = gt - _root_of(gt, root, gt.shape[-2])
@@ -169,7 +234,7 @@ def n_mpjpe(
     num = (w * (pred * gt).sum(-1)).sum(-1)
     den = (w * (pred * pred).sum(-1)).sum(-1)
     scale = num / den.clamp_min(torch.finfo(pred.dtype).tiny)
-    err = _joint_distance(scale[..., None, None] * pred, gt)
+    err = _pose_error(scale[..., None, None] * pred, gt)
     return _reduce_joint_errors(err, w, reduction)
 
 
@@ -179,17 +244,24 @@ def _masked_similarity_align(
     """``X`` aligned to ``Y`` by weighted Procrustes (``mvbook.geometry.procrustes_align``).
 
     Masked points (weight 0, possibly NaN) are zeroed so they take no part; samples without any
-    valid point get unit weights (their error is reported as NaN by the caller anyway).
+    valid point get unit weights (their error is reported as NaN by the caller anyway). A
+    sample with a non-finite valid point is aligned as zeros and returned all NaN (the NaN
+    policy of the module docstring), so the SVD never sees a non-finite matrix.
     """
     from mvbook.geometry.procrustes import procrustes_align
 
     X, Y = torch.broadcast_tensors(X, Y)
     w = w.expand(X.shape[:-1])
+    valid = w > 0
+    bad = (valid & ~(_finite_points(X) & _finite_points(Y))).any(-1)  # (...,)
+    keep = (valid & ~bad[..., None])[..., None]
     zero = torch.zeros((), dtype=X.dtype, device=X.device)
-    X = torch.where(w[..., None] > 0, X, zero)
-    Y = torch.where(w[..., None] > 0, Y, zero)
+    X = torch.where(keep, X, zero)
+    Y = torch.where(keep, Y, zero)
     w = torch.where((w.sum(-1, keepdim=True) > 0), w, torch.ones_like(w))
-    return procrustes_align(X, Y, scale=scale, weights=w)
+    aligned = procrustes_align(X, Y, scale=scale, weights=w)
+    return torch.where(bad[..., None, None], torch.full((), float("nan"), dtype=X.dtype,
+                                                        device=X.device), aligned)
 
 
 def pa_mpjpe(
@@ -205,9 +277,13 @@ def pa_mpjpe(
     transform (rotation with det +1, uniform scale, translation) that minimises the squared
     error over the valid joints (``scale=False``: rigid only; Umeyama's solution via
     :func:`mvbook.geometry.procrustes`); then the MPJPE of the aligned prediction over the valid
-    joints. No root joint is needed (the translation is fitted). 3D poses only.
+    joints. No root joint is needed (the translation is fitted). 3D poses only. A sample with
+    a non-finite valid joint is NaN (module docstring), never a ``LinAlgError``. A sample with at most
+    2 valid joints is matched exactly by some similarity: its error is 0 up to rounding and
+    says nothing about the pose.
     """
     pred, gt = _check_poses(pred, gt)
+    _check_3d(pred, "pred")
     pred, gt = torch.broadcast_tensors(pred, gt)
     w = _weights(mask, pred.shape[:-2], pred.shape[-2], pred)
     aligned = _masked_similarity_align(pred, gt, w, scale=scale)
@@ -222,7 +298,9 @@ def _pck_from_errors(
 ) -> torch.Tensor:
     check_choice(reduction, "reduction", ("mean", "none", "per_joint"))
     hits = (err[..., None] < thresholds).to(err.dtype)  # (..., J, T)
+    hits = torch.where(torch.isnan(err)[..., None], float("nan"), hits)  # NaN, not a miss
     err_w = w[..., None].expand_as(hits)
+    hits = torch.where(err_w > 0, hits, torch.zeros((), dtype=hits.dtype, device=hits.device))
     if reduction == "per_joint":
         num = (hits * err_w).reshape(-1, *hits.shape[-2:]).sum(0)
         den = err_w.reshape(-1, *hits.shape[-2:]).sum(0)
@@ -257,7 +335,7 @@ def pck3d(
     if root is not None:
         pred = pred - _root_of(pred, root, pred.shape[-2])
         gt = gt - _root_of(gt, root, gt.shape[-2])
-    err = _joint_distance(pred, gt)
+    err = _pose_error(pred, gt)
     w = _weights(mask, err.shape[:-1], err.shape[-1], err)
     t = torch.tensor([float(threshold)], dtype=err.dtype, device=err.device)
     return _pck_from_errors(err, w, t, reduction)[..., 0]
@@ -287,7 +365,7 @@ def auc3d(
     if root is not None:
         pred = pred - _root_of(pred, root, pred.shape[-2])
         gt = gt - _root_of(gt, root, gt.shape[-2])
-    err = _joint_distance(pred, gt)
+    err = _pose_error(pred, gt)
     w = _weights(mask, err.shape[:-1], err.shape[-1], err)
     return _pck_from_errors(err, w, t, reduction).mean(-1)
 
@@ -311,6 +389,16 @@ PCP_PART_GROUPS = {
     "upper_legs": (1, 2),
     "lower_legs": (0, 3),
 }
+
+
+def _check_finite_gt(gt: torch.Tensor, valid: torch.Tensor, flags: str) -> None:
+    """A valid ground-truth joint must be finite (the module's NaN policy)."""
+    bad = valid & ~_finite_points(gt)
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        raise ValueError(f"gt has non-finite coordinates in {int(bad.sum())} valid joints (the "
+                         f"first at index {where}); mark missing persons or joints invalid "
+                         f"with {flags} instead")
 
 
 def _valid_mask(valid: Any, name: str, dims: dict[str, int], device: torch.device) -> torch.Tensor:
@@ -369,6 +457,8 @@ def pcp(
     n_frames, n_pred, n_gt = dims["F"], dims["Np"], dims["Ng"]
     pv = _valid_mask(pred_valid, "pred_valid", {"F": n_frames, "Np": n_pred}, pred.device)
     gv = _valid_mask(gt_valid, "gt_valid", {"F": n_frames, "Ng": n_gt}, pred.device)
+    _check_finite_gt(gt, gv[..., None].expand(gt.shape[:-1]), "gt_valid")
+    pv = pv & _finite_points(pred).all(-1)  # a non-finite prediction is a failed one
     # (F, Ng, Np) MPJPE over all joints
     dist = _joint_distance(gt[:, :, None], pred[:, None]).mean(-1)
     dist = dist.masked_fill(~pv[:, None, :], float("inf"))
@@ -477,10 +567,14 @@ def multiperson_ap(
         gt_joint_valid, "gt_joint_valid", {"F": n_frames, "Ng": n_gt, "J": n_joints}, pred.device
     )
 
+    _check_finite_gt(gt, gv[..., None] & jv, "gt_valid / gt_joint_valid")
     w = jv.to(pred.dtype)[:, None]  # (F, 1, Ng, J)
     d = _joint_distance(pred[:, :, None], gt[:, None])  # (F, Np, Ng, J)
     d = torch.where(w > 0, d, torch.zeros((), dtype=d.dtype, device=d.device))
     err = (d * w).sum(-1) / w.sum(-1)  # (F, Np, Ng), NaN for GT without valid joints
+    # a prediction with a non-finite coordinate matches nobody: a false positive
+    finite_pred = _finite_points(pred).all(-1)[..., None]  # (F, Np, 1)
+    err = torch.where(finite_pred, err, torch.full_like(err, float("inf")))
     usable_gt = gv & jv.any(-1)
     err = torch.where(usable_gt[:, None, :], err, torch.full_like(err, float("inf")))
     frame_has_gt = usable_gt.any(-1)  # (F,)
@@ -575,6 +669,10 @@ def epipolar_error(
     if symmetric:
         lines_a = xb @ F  # rows F^T x_b
         err = 0.5 * (err + _dist(lines_a, xa))
+    err = _nan_where_not_finite(err, uv_a, uv_b)
+    finite_F = torch.isfinite(F).flatten(-2).all(-1)[..., None]  # (..., 1)
+    err = torch.where(finite_F, err, torch.full((), float("nan"), dtype=err.dtype,
+                                                device=err.device))
     return _reduce_joint_errors(err, _weights(mask, err.shape[:-1], err.shape[-1], err), reduction)
 
 
@@ -639,11 +737,14 @@ def retrieval_pa_mpjpe_at_k(
         (gallery_poses, "gallery_poses"),
     ):
         check_tensor(x, name, floating=True)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} has non-finite values: the ranking and the alignment "
+                             "need finite embeddings and poses")
     # one embedding and one pose per item; the same embedding size E and pose shape (J, D)
     dims = check_shape(query_embeddings, "query_embeddings", "(Q, E)")
     dims |= check_shape(gallery_embeddings, "gallery_embeddings", "(G, E)", sizes=dims)
-    dims |= check_shape(query_poses, "query_poses", "(Q, J, D)", sizes=dims)
-    check_shape(gallery_poses, "gallery_poses", "(G, J, D)", sizes=dims)
+    dims |= check_shape(query_poses, "query_poses", "(Q, J, 3)", sizes=dims)
+    check_shape(gallery_poses, "gallery_poses", "(G, J, 3)", sizes=dims)
     n_q, n_g = dims["Q"], dims["G"]
     ks = [k] if isinstance(k, int) else list(k)
     if not ks or any(not isinstance(v, int) or v < 1 for v in ks):
