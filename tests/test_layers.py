@@ -26,7 +26,7 @@ LAYERS = (
     ("training", ("mvbook.train", "mvbook.nn")),
     ("zoo", ("mvbook.zoo",)),
     ("methods", ("mvbook.methods",)),
-    ("book", ("mvbook.report", "mvbook.cli", "mvbook.__main__")),
+    ("book", ("mvbook.report", "mvbook.assign", "mvbook.book", "mvbook.cli", "mvbook.__main__")),
 )
 
 
