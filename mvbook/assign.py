@@ -328,27 +328,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def main(args: argparse.Namespace) -> int:
-    """Entry point of ``mvbook assign``: 0 done, 2 a one-line error."""
-    try:
-        os.environ.setdefault("MVBOOK_PROFILE", "smoke")
-        if args.grade is not None:
-            scores = autograde(args.grade, assignment=args.assignment, timeout=args.timeout)
-            print(json.dumps(scores, indent=1, sort_keys=True))
-            return 0
-        from mvbook.report.options import default_root
-
-        notebooks = args.notebooks or default_root() / "notebooks"
-        chosen = args.chapters.split(",") if args.chapters else None
-        paths = [p for p in find_chapters(notebooks, chosen) if exercises(p)]
-        if not paths:
-            raise AssignError(f"no chapter with exercises in {notebooks}")
-        released = generate(paths, args.out, assignment=args.assignment, timeout=args.timeout)
-        for p in released:
-            print(p)
+    """Entry point of ``mvbook assign``: 0 done; an :class:`AssignError` is reported by the
+    command line's handler (:func:`mvbook.cli.handle_errors`: one line, exit 2)."""
+    os.environ.setdefault("MVBOOK_PROFILE", "smoke")
+    if args.grade is not None:
+        scores = autograde(args.grade, assignment=args.assignment, timeout=args.timeout)
+        print(json.dumps(scores, indent=1, sort_keys=True))
         return 0
-    except AssignError as err:
-        print(f"mvbook assign: error: {err}", file=sys.stderr)
-        return 2
+    from mvbook.report.options import default_root
+
+    notebooks = args.notebooks or default_root() / "notebooks"
+    chosen = args.chapters.split(",") if args.chapters else None
+    paths = [p for p in find_chapters(notebooks, chosen) if exercises(p)]
+    if not paths:
+        raise AssignError(f"no chapter with exercises in {notebooks}")
+    released = generate(paths, args.out, assignment=args.assignment, timeout=args.timeout)
+    for p in released:
+        print(p)
+    return 0
 
 
 __all__ = [

@@ -139,12 +139,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def main(args: argparse.Namespace) -> int:
-    """Entry point of ``mvbook book``: 0 built, 2 a one-line error."""
-    try:
-        out = build_book(args.run, args.out)
-    except BookError as err:
-        print(f"mvbook book: error: {err}", file=sys.stderr)
-        return 2
+    """Entry point of ``mvbook book``: 0 built; a :class:`BookError` is reported by the command
+    line's handler (:func:`mvbook.cli.handle_errors`: one line, exit 2)."""
+    out = build_book(args.run, args.out)
     print(out / "index.html")
     return 0
 
@@ -152,4 +149,6 @@ def main(args: argparse.Namespace) -> int:
 __all__ = ["BookError", "build_book", "chapters_of"]
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main(argparse.Namespace(run=Path(sys.argv[1]), out=None)))
+    from mvbook.cli import handle_errors
+
+    sys.exit(handle_errors(main)(argparse.Namespace(run=Path(sys.argv[1]), out=None)))

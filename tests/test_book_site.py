@@ -70,6 +70,14 @@ def _run(folder: Path) -> Path:
     return run
 
 
+def test_book_names_a_folder_without_chapters_in_one_line(tmp_path, capsys):
+    from mvbook.cli import main
+
+    assert main(["book", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mvbook: {tmp_path}: no executed chapter NN_*.ipynb (is it a report run?)"]
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     folder = tmp_path_factory.mktemp("book")

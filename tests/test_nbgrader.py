@@ -72,4 +72,4 @@ def test_assign_names_a_missing_chapter_in_one_line(capsys):
 
     assert main(["assign", "--chapters", "99", "--out", "unused"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"mvbook assign: error: --chapters: no notebook '99' in {ROOT / 'notebooks'}"]
+    assert err == [f"mvbook: --chapters: no notebook '99' in {ROOT / 'notebooks'}"]
