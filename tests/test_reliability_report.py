@@ -99,6 +99,8 @@ def test_bad_device_parameter(book, capsys, fake_execution):
     args, _ = book
     assert cli(*args, "--profile", "smoke", "-p", "device=gpu") == 2
     _one_line_error(capsys, "device=gpu", "cuda")
+    assert cli(*args, "--profile", "smoke", "-p", "device=1") == 2  # read as YAML: an int
+    _one_line_error(capsys, "device=1", "cuda")
 
 
 def test_environment_records_what_each_chapter_received(book, fake_execution):
@@ -162,6 +164,19 @@ def test_verify_with_damaged_results(book, tmp_path, capsys, content):
     (run / "results.json").write_text(content)
     assert cli(*args, "--verify", str(run)) == 2
     _one_line_error(capsys, "results.json", "damaged")
+
+
+@pytest.mark.parametrize("content", [None, "{", '{"results": 3}'])
+def test_verify_report_itself_refuses_an_unfinished_or_damaged_run(tmp_path, content):
+    # the library function checks the run as the command line does (load_run), before running
+    from mvbook.report import ReportError, ReportOptions, verify_report
+
+    run = _run_folder(tmp_path, status="ok")
+    if content is not None:
+        (run / "results.json").write_text(content)
+    with pytest.raises(ReportError, match="did not finish" if content is None else "damaged"):
+        verify_report(run, ReportOptions(reports_dir=tmp_path / "reports"))
+    assert not (tmp_path / "reports").exists()
 
 
 def test_two_runs_in_one_folder_are_refused(book, tmp_path, capsys, fake_execution):

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mvbook.runtime import check_profile
+from mvbook.runtime import DEVICE_FORMS, check_profile, parse_device
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d+)_.+\.ipynb$")
 
@@ -230,7 +230,11 @@ def check_overrides(overrides: Mapping[str, Any], declared: Mapping[str, set[str
         raise ReportError(f"-p profile={overrides['profile']} conflicts with the run's profile "
                           f"{profile!r}: choose the profile with --profile, not -p")
     if "device" in overrides:
-        _check_device(overrides["device"])
+        try:
+            parse_device(overrides["device"], name="-p device")
+        except (TypeError, ValueError):  # -p reads values as YAML: device=1 is an int
+            raise ReportError(f"-p device={overrides['device']}: not a device "
+                              f"(expected {DEVICE_FORMS})") from None
     if any(names is None for names in declared.values()):
         return  # a chapter whose parameters cannot be read may declare anything
     known = set().union(*declared.values()) if declared else set()
@@ -240,19 +244,6 @@ def check_overrides(overrides: Mapping[str, Any], declared: Mapping[str, set[str
                             for name, names in declared.items())
         raise ReportError(f"-p {', '.join(unknown)}: not a parameter of any chapter of this run "
                           f"(declared parameters: {listing})")
-
-
-def _check_device(value: Any) -> None:
-    import torch
-
-    ok = isinstance(value, str)
-    if ok and value != "auto":
-        try:
-            torch.device(value)
-        except RuntimeError:
-            ok = False
-    if not ok:
-        raise ReportError(f"-p device={value}: not a device (expected auto, cpu, cuda or cuda:N)")
 
 
 def declared_parameters(path: Path) -> set[str] | None:

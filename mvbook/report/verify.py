@@ -24,7 +24,7 @@ from mvbook.report.folder import (
     utc_now,
     write_environment,
 )
-from mvbook.report.options import ReportError, ReportOptions, find_notebooks
+from mvbook.report.options import ReportOptions, find_notebooks
 from mvbook.report.runner import execute_runs, log, run_command
 from mvbook.results import format_value
 
@@ -89,13 +89,11 @@ def verify_report(
 
     The new run keeps ``run_dir``'s profile, kernel, notebooks folder and cell timeout;
     ``opts.only`` restricts both the chapters and the comparison. A run without
-    ``results.json`` (it did not finish) raises :class:`~mvbook.report.options.ReportError`.
+    ``results.json`` (it did not finish) or with a damaged one raises
+    :class:`~mvbook.report.options.ReportError` (:func:`~mvbook.report.folder.load_run`).
     """
-    env, runs = load_run(run_dir)
-    results_path = run_dir / RESULTS_FILE
-    if not results_path.exists():
-        raise ReportError(f"{run_dir} has no {RESULTS_FILE}: it did not finish; resume it first")
-    expected = read_json(results_path).get("results", [])
+    env, runs = load_run(run_dir, results=True)
+    expected = read_json(run_dir / RESULTS_FILE).get("results", [])
     opts = opts.for_run(env)
     if opts.only:
         keep = {p.stem for p in find_notebooks(opts.notebooks_dir, opts.only)}
