@@ -238,4 +238,49 @@ def weighted_mc(poses, w):
     return (dist * ww).sum() / ww.sum()
 """),
     ],
+    # 10 learnable triangulation
+    "ch10-ex1-solution": [
+        ("the plain MSE (no threshold)", """
+def soft_mse(pred, gt, eps):
+    return ((pred - gt) ** 2).mean()
+"""),
+        ("the threshold applied to the mean, not per coordinate", """
+def soft_mse(pred, gt, eps):
+    e = ((pred - gt) ** 2).mean()
+    return e if e <= eps else e ** 0.1 * eps ** 0.9
+"""),
+        ("exponent 0.5 above the threshold", """
+def soft_mse(pred, gt, eps):
+    e = (pred - gt) ** 2
+    return torch.where(e > eps, e.clamp_min(eps) ** 0.5 * eps ** 0.5, e).mean()
+"""),
+    ],
+    "ch10-ex2-solution": [
+        ("the yaw forgotten", """
+def cube(center, L, R, yaw):
+    x = (torch.arange(R, dtype=torch.float32) + 0.5) * L / R - L / 2
+    zz, yy, xx = torch.meshgrid(x, x, x, indexing="ij")
+    return torch.stack([xx, yy, zz], dim=-1) + center
+"""),
+        ("voxel corners instead of centres", """
+def cube(center, L, R, yaw):
+    x = torch.linspace(-L / 2, L / 2, R)
+    zz, yy, xx = torch.meshgrid(x, x, x, indexing="ij")
+    c, s = math.cos(yaw), math.sin(yaw)
+    return torch.stack([c * xx - s * yy, s * xx + c * yy, zz], dim=-1) + center
+"""),
+        ("the yaw's sign flipped", """
+def cube(center, L, R, yaw):
+    x = (torch.arange(R, dtype=torch.float32) + 0.5) * L / R - L / 2
+    zz, yy, xx = torch.meshgrid(x, x, x, indexing="ij")
+    c, s = math.cos(yaw), math.sin(yaw)
+    return torch.stack([c * xx + s * yy, -s * xx + c * yy, zz], dim=-1) + center
+"""),
+    ],
+    "ch10-ex3-solution": [
+        ("a guessed weight", "best_w = 0.4\n"),
+        ("drop the noisy view", "best_w = 0.0\n"),
+        ("equal weights", "best_w = 1.0\n"),
+        ("the inverse variance ratio (sigma / sigma_2) ** 2", "best_w = 0.11\n"),
+    ],
 }

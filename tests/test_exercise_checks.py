@@ -27,6 +27,7 @@ CHAPTERS = {
     "03": "03_triangulation",
     "04": "04_heatmaps_and_soft_argmax",
     "05": "05_multiview_studio",
+    "10": "10_learnable_triangulation",
     "11": "11_weakly_supervised_25d",
 }
 MARKER = "MVBOOK-EXERCISE-OUTCOMES "

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mvbook.runtime import resolve_device
+from mvbook.schedules import warmup_cosine
 from mvbook.train import TrainConfig, TrainHistory, distributed_info, make_loader, train
 from mvbook.validation import check_choice
 
@@ -58,7 +60,8 @@ def fit(
     checkpoint_every: int = 0,
     progress: bool = True,
 ) -> TrainHistory:
-    """Train ``model`` for one ``stage`` with the profile's steps, batch and learning rate.
+    """Train ``model`` for one ``stage`` with the profile's steps, batch and learning rate
+    (AdamW, the rate decayed along a cosine to 1% at the last step).
 
     Args:
         model: a :class:`mvbook.nn.SimpleBaseline` for ``"pretrain"``, an
@@ -81,7 +84,12 @@ def fit(
         device=device, seed=seed, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
         progress=progress, desc=_DESC[stage].format(cfg=cfg),
         log_every=max(1, n // 30))
-    return train(model, loss, make_loader(data, plan.batch[stage], seed=seed), train_config)
+    model.to(resolve_device(device))  # the optimizer is built on the parameters where they train
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train_config.lr, weight_decay=train_config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(n))
+    return train(model, loss, make_loader(data, plan.batch[stage], seed=seed), train_config,
+                 optimizer=optimizer, scheduler=scheduler)
 
 
 def main(profile: str = "quick", data: str = "studio", device: str = "auto", seed: int = 0,
