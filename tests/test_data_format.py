@@ -149,6 +149,28 @@ def test_verify_ok_and_detects_corruption(dataset_dir):
         verify_dataset(root, raise_on_error=True)
 
 
+@pytest.mark.parametrize("damage, expected", [
+    (lambda p: p.unlink(), "missing file"),
+    (lambda p: p.write_bytes(b""), "cannot read"),
+    (lambda p: np.save(p, np.zeros((2, 3), np.float32)), "the manifest says"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-4]), "truncated or extended"),
+], ids=["missing", "empty", "other_shape", "truncated"])
+def test_check_files_and_verify_name_the_same_layout_problem(dataset_dir, damage, expected):
+    # one check of an array file's layout (array_file_problem) for the cheap check of a
+    # folder and for mvbook data check
+    from mvbook.data.spec import array_file_problem, check_files, read_manifest
+
+    root, _ = dataset_dir
+    manifest = read_manifest(root)
+    entry = manifest["arrays"]["bbox"]
+    assert array_file_problem(root, "bbox", entry) is None
+    damage(root / entry["file"])
+    problem = array_file_problem(root, "bbox", entry)
+    assert expected in problem and "bbox.npy" in problem
+    assert check_files(root, manifest) == [problem]
+    assert f"{problem}; reconvert the dataset" in verify_dataset(root, checksums=False).problems
+
+
 def test_verify_uses_distortion(tmp_path):
     samples = list(synthetic_samples(2, C, 1, J, (W, H)))
     for s in samples:  # drop the distortion -> 2D no longer matches

@@ -36,6 +36,7 @@ __all__ = [
     "DatasetFormatError",
     "KeySpec",
     "VERIFIED",
+    "array_file_problem",
     "check_files",
     "check_manifest",
     "dataset_file_names",
@@ -314,6 +315,31 @@ def _stat_key(path: Path) -> list[int]:
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
+def array_file_problem(root: Path, key: str, entry: Mapping[str, Any]) -> str | None:
+    """What is wrong with the file of one array of a manifest (``entry``, the manifest's
+    ``arrays[key]``), from its header and size alone; ``None`` when nothing is.
+
+    The file must exist, have a readable ``.npy`` header giving the entry's shape and dtype,
+    and exactly the length they imply (and the entry's ``bytes``, when recorded). The problem
+    is one line naming the file.
+    """
+    path = root / entry["file"]
+    if not path.is_file():
+        return f"missing file {path} ({key})"
+    try:
+        shape, dtype, _, expected = npy_layout(path)
+    except (ValueError, OSError) as err:
+        return f"cannot read {path}: {err}"
+    if list(shape) != list(entry["shape"]) or dtype != entry["dtype"]:
+        return (f"{path}: holds {list(shape)} {dtype}, the manifest says "
+                f"{entry['shape']} {entry['dtype']}")
+    size = path.stat().st_size
+    want = entry.get("bytes", expected)
+    if size != expected or size != want:
+        return f"{path}: {size} bytes, expected {want} (truncated or extended)"
+    return None
+
+
 def check_files(root: str | os.PathLike, manifest: Mapping[str, Any], *,
                 checksums: bool | str = False, keys: Any = None) -> list[str]:
     """Problems of the array files of a dataset folder (empty when all is well).
@@ -341,22 +367,9 @@ def check_files(root: str | os.PathLike, manifest: Mapping[str, Any], *,
     for key in names:
         entry = arrays[key]
         path = root / entry["file"]
-        if not path.is_file():
-            problems.append(f"missing file {path} ({key})")
-            continue
-        try:
-            shape, dtype, _, expected = npy_layout(path)
-        except (ValueError, OSError) as err:
-            problems.append(f"{path}: {err}")
-            continue
-        if list(shape) != list(entry["shape"]) or dtype != entry["dtype"]:
-            problems.append(f"{path}: holds {list(shape)} {dtype}, the manifest says "
-                            f"{entry['shape']} {entry['dtype']}")
-            continue
-        size = path.stat().st_size
-        want = entry.get("bytes", expected)
-        if size != expected or size != want:
-            problems.append(f"{path}: {size} bytes, expected {want} (truncated or extended)")
+        problem = array_file_problem(root, key, entry)
+        if problem:
+            problems.append(problem)
             continue
         if checksums:
             key_stat = _stat_key(path)

@@ -21,8 +21,8 @@ from mvbook.data.projection import project_points_np
 from mvbook.data.spec import (
     STRING_META,
     DatasetFormatError,
+    array_file_problem,
     check_manifest,
-    npy_layout,
     read_manifest,
     sha256_file,
 )
@@ -98,22 +98,9 @@ def verify_dataset(
     present: dict[str, np.ndarray] = {}
     for key, entry in arrays.items():
         path = root / entry["file"]
-        if not path.is_file():
-            rep.fail(f"missing file {path} ({key}); reconvert the dataset")
-            continue
-        try:
-            shape, dtype, _, expected = npy_layout(path)
-        except (ValueError, OSError) as err:
-            rep.fail(f"cannot read {path}: {err}")
-            continue
-        if list(shape) != list(entry["shape"]) or dtype != entry["dtype"]:
-            rep.fail(f"{path}: shape/dtype {shape} {dtype} != manifest {tuple(entry['shape'])} "
-                     f"{entry['dtype']}")
-            continue
-        size = path.stat().st_size
-        if size != expected or size != entry.get("bytes", expected):
-            rep.fail(f"{path}: {size} bytes, expected {entry.get('bytes', expected)} "
-                     "(truncated or extended); reconvert the dataset")
+        problem = array_file_problem(root, key, entry)
+        if problem:
+            rep.fail(f"{problem}; reconvert the dataset")
             continue
         try:
             arr = np.load(path, mmap_mode="r")
