@@ -49,6 +49,18 @@ def _assert_equal_samples(root, samples):
         np.testing.assert_allclose(s["joints3d"].numpy(), ref["joints3d"], rtol=1e-6)
 
 
+def _resume_and_finish(root, samples):
+    """Reopen the writer of a run stopped after 4 samples, write the missing 4 and 5, close it
+    and compare the dataset with ``samples``; the writer is returned."""
+    w = _writer(root)
+    assert w.resumed and w.missing().tolist() == [4, 5]
+    for i in w.missing():
+        w.write(int(i), samples[i])
+    w.close()
+    _assert_equal_samples(root, samples)
+    return w
+
+
 @pytest.fixture()
 def dataset(tmp_path):
     samples = _samples()
@@ -199,12 +211,8 @@ def test_resume_of_an_intact_partial_keeps_its_rows(tmp_path):
     samples = _samples()
     root = tmp_path / "ds"
     _partial_run(root, samples, 4)
-    w = _writer(root)
-    assert w.resumed and not w.repaired and w.missing().tolist() == [4, 5]
-    for i in w.missing():
-        w.write(int(i), samples[i])
-    w.close()
-    _assert_equal_samples(root, samples)
+    w = _resume_and_finish(root, samples)
+    assert not w.repaired
 
 
 def test_resume_rechecks_a_damaged_static_array(tmp_path):
@@ -245,12 +253,7 @@ def test_killed_writer_resumes_to_the_same_dataset(tmp_path):
     """)
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
     assert res.returncode == -9, res.stderr.decode()
-    w = _writer(root)
-    assert w.resumed and w.missing().tolist() == [4, 5]
-    for i in w.missing():
-        w.write(int(i), samples[i])
-    w.close()
-    _assert_equal_samples(root, samples)
+    _resume_and_finish(root, samples)
 
 
 def test_a_second_concurrent_writer_is_refused(tmp_path):
