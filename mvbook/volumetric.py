@@ -154,24 +154,30 @@ def unproject(
     check_shape(P, "P", _pattern(batch, "C", "3", "4"), sizes=dims)
     check_shape(grid, "grid", _pattern(batch, "D", "H", "W", "3"))
     D, H, W = grid.shape[-4:-1]
-    size = torch.as_tensor(image_size, dtype=features.dtype, device=features.device)
-    check_shape(size, "image_size", "(..., 2) = (W, H), or (..., C, 2) per view")
-    uv, depth = project_grid(grid.to(P.dtype), P)  # (B..., C, D, H, W, 2)
-    uv = uv.to(features.dtype)
-    size = size.expand(*batch, C, 2)[..., None, None, None, :]
-    # Pixel centres -> [-1, 1] with align_corners=False: x_n = (2u + 1) / W - 1.
-    norm = (2 * uv + 1) / size - 1
-    valid = (depth > 0) & torch.isfinite(norm).all(-1) & (norm.abs() <= 1).all(-1)
-    norm = torch.where(valid[..., None], norm, torch.full_like(norm, -2.0))
-    n = math.prod(batch) * C
-    sampled = F.grid_sample(
-        features.reshape(n, K, h, w),
-        norm.reshape(n, 1, D * H * W, 2),
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    )  # (n, K, 1, DHW)
-    volumes = sampled.reshape(*batch, C, K, D, H, W)
+    # Projection and sampling run in at least float32, outside any autocast region: in bfloat16
+    # a voxel centre lands up to several crop pixels off (8 mantissa bits), so low-precision
+    # training would sample other places than float32 evaluation. The volumes come back in the
+    # features' dtype.
+    exact = torch.promote_types(torch.promote_types(P.dtype, grid.dtype), torch.float32)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        size = torch.as_tensor(image_size, device=features.device).to(exact)
+        check_shape(size, "image_size", "(..., 2) = (W, H), or (..., C, 2) per view")
+        uv, depth = project_grid(grid.to(exact), P.to(exact))  # (B..., C, D, H, W, 2)
+        size = size.expand(*batch, C, 2)[..., None, None, None, :]
+        # Pixel centres -> [-1, 1] with align_corners=False: x_n = (2u + 1) / W - 1.
+        norm = (2 * uv + 1) / size - 1
+        valid = (depth > 0) & torch.isfinite(norm).all(-1) & (norm.abs() <= 1).all(-1)
+        norm = torch.where(valid[..., None], norm, torch.full_like(norm, -2.0))
+        n = math.prod(batch) * C
+        sample_dtype = torch.promote_types(features.dtype, torch.float32)
+        sampled = F.grid_sample(
+            features.reshape(n, K, h, w).to(sample_dtype),
+            norm.reshape(n, 1, D * H * W, 2).to(sample_dtype),
+            mode="bilinear",
+            padding_mode="zeros",
+            align_corners=False,
+        )  # (n, K, 1, DHW)
+    volumes = sampled.reshape(*batch, C, K, D, H, W).to(features.dtype)
     return volumes, valid
 
 

@@ -189,3 +189,33 @@ def test_validation_errors():
         make_grid(torch.zeros(3), 100.0, 0)
     with pytest.raises(ValueError, match="center"):
         make_grid(torch.zeros(2), 100.0, 2)
+
+
+def _crop_rig_192():
+    """A Human3.6M-like 192 px crop camera 4.5 m from the subject, the grid of a 2.5 m cube."""
+    P = look_at_P((4500.0, 300.0, 1200.0), target=(0.0, 0.0, 900.0), f=300.0, W=192, H=192)
+    grid = make_grid(torch.tensor([30.0, -20.0, 900.0]), 2500.0, 16)
+    return P.float(), grid
+
+
+@pytest.mark.parametrize("feature_dtype", [torch.float32, torch.bfloat16])
+def test_unproject_samples_in_float32_under_bf16_autocast(feature_dtype):
+    # a map whose value is the map column: the volume holds the sampled u of every voxel
+    P, grid = _crop_rig_192()
+    ramp = torch.arange(192, dtype=torch.float32).expand(1, 1, 1, 192, 192)
+    want, want_valid = unproject(ramp, P[None, None], grid[None], (192, 192))
+    uv, _ = project_grid(grid.double(), P.double()[None])
+    # voxels whose bilinear footprint lies inside the map (at the border it blends with zeros)
+    inside = want_valid[0, 0] & ((uv[0] >= 0) & (uv[0] <= 191)).all(-1)
+    assert inside.float().mean() > 0.5  # the check reads most of the cube
+    torch.testing.assert_close(want[0, 0, 0][inside].double(), uv[0, ..., 0][inside],
+                               atol=1e-2, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, valid = unproject(ramp.to(feature_dtype), P[None, None], grid[None], (192, 192))
+    assert got.dtype == feature_dtype
+    assert torch.equal(valid, want_valid)
+    # float32 maps: the sampled position equals float32 projection; bfloat16 maps: only the
+    # stored value is rounded (half a unit of bf16 at values up to 191 is 0.5), not the position
+    tol = 1e-3 if feature_dtype == torch.float32 else 0.5
+    err = (got.float() - want)[0, 0, 0][inside].abs().max()
+    assert err <= tol, f"sampled u off by {float(err):.3f} px under autocast"

@@ -139,7 +139,7 @@ class VolumetricTriangulationNet(_TriangulationBase):
         M = self.process(out.features).unflatten(0, (B, C))  # (B, C, K, h, w)
         grid = make_grid(root.float(), cfg.volume_size, cfg.volume_resolution, yaw)
         S = images.shape[-1]
-        vols, valid = unproject(M, P.to(M.dtype), grid.to(M.dtype), (S, S))
+        vols, valid = unproject(M, P, grid, (S, S))  # projected and sampled in float32
         d = None
         if cfg.aggregation == "conf":
             assert self.confidence is not None
