@@ -20,8 +20,11 @@ from torch import nn
 __all__ = [
     "BackboneConfig",
     "BackboneOutput",
+    "BottleneckConfig",
     "resnet18_like",
+    "resnet_config",
     "BasicBlock",
+    "Bottleneck",
     "ConfidenceHead",
     "SimpleBaseline",
 ]
@@ -50,6 +53,37 @@ class BasicBlock(nn.Module):
         return self.relu(y + self.shortcut(x))
 
 
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block (ResNet-50/101/152): 1x1 reduce, 3x3 (carrying the stride), 1x1
+    expand to ``4 * planes``, batch norm after each, identity/1x1 shortcut -- the block of the
+    "simple baselines" pose networks (stride on the 3x3 convolution)."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        out_channels = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + self.shortcut(x))
+
+
 @dataclass
 class BackboneConfig:
     """Size of a :class:`SimpleBaseline`.
@@ -68,9 +102,38 @@ class BackboneConfig:
     deconv_layers: int = 2
     deconv_channels: int = 32
 
+    #: channels of a stage's output per channel of its width (1: basic blocks)
+    expansion = 1
+
     @property
     def output_stride(self) -> int:
         return self.stem_stride * 2 ** (len(self.blocks) - 1) // 2**self.deconv_layers
+
+
+@dataclass
+class BottleneckConfig(BackboneConfig):
+    """A :class:`BackboneConfig` of :class:`Bottleneck` blocks: stage ``i`` has
+    ``width * 2**i`` inner channels and ``4 * width * 2**i`` output channels."""
+
+    expansion = 4
+
+
+#: blocks per stage of the ResNets of He et al. 2016 (18/34: basic blocks; 50/101/152: bottleneck)
+RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
+                 152: (3, 8, 36, 3)}
+
+
+def resnet_config(depth: int, deconv_channels: int = 256) -> BackboneConfig:
+    """The "simple baselines" network of Xiao et al. 2018 on a ResNet-``depth`` encoder (width 64,
+    stride-4 stem, basic blocks for 18/34, bottleneck blocks for 50/101/152) with three 4x4
+    transposed convolutions of ``deconv_channels`` (256 in the paper): output stride 4. This is
+    the layout of the published SimpleBaselines and learnable-triangulation 2D checkpoints
+    (:func:`mvbook.nn.checkpoints.load_simple_baselines`)."""
+    if depth not in RESNET_BLOCKS:
+        raise ValueError(f"depth must be one of {sorted(RESNET_BLOCKS)}, got {depth!r}")
+    kind = BackboneConfig if depth < 50 else BottleneckConfig
+    return kind(width=64, blocks=RESNET_BLOCKS[depth], stem_stride=4, deconv_layers=3,
+                deconv_channels=deconv_channels)
 
 
 def resnet18_like() -> BackboneConfig:
@@ -122,13 +185,17 @@ class SimpleBaseline(nn.Module):
         self.stem = nn.Sequential(*stem)
         stages: list[nn.Module] = []
         channels = cfg.width
+        bottleneck = cfg.expansion == Bottleneck.expansion
         for i, n in enumerate(cfg.blocks):
-            out = cfg.width * 2**i
+            planes = cfg.width * 2**i
             layers: list[nn.Module] = []
             for b in range(n):
                 stride = 2 if (i > 0 and b == 0) else 1
-                layers.append(BasicBlock(channels, out, stride))
-                channels = out
+                if bottleneck:
+                    layers.append(Bottleneck(channels, planes, stride))
+                else:
+                    layers.append(BasicBlock(channels, planes, stride))
+                channels = planes * cfg.expansion
             stages.append(nn.Sequential(*layers))
         self.encoder = nn.Sequential(*stages)
         self.encoding_channels = channels
@@ -164,7 +231,7 @@ class SimpleBaseline(nn.Module):
 
     def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """The encoder's maps at every scale: the stem's output, then each stage's output
-        (strides ``stem_stride``, then doubling; ``width * 2**i`` channels), as a ResNet's
+        (strides ``stem_stride``, then doubling; ``expansion * width * 2**i`` channels), as a ResNet's
         ``conv1 .. conv5`` maps serve as generic image features (trunks, perceptual losses)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must have shape (N, 3, S, S), got {tuple(images.shape)}")

@@ -110,13 +110,18 @@ class Settings:
         default_factory=lambda: {"train": None, "test": None})
     pretrained: str = "none"
     zoo_profile: str = "quick"
+    backbone_weights: str | None = None
+    backbone_layout: str = "learnable-triangulation"
 
 
 #: Where the backbone may start from: a zoo model, or ``"none"`` (pretrained in the chapter).
+#: A published checkpoint given as ``backbone_weights`` is recorded as ``"checkpoint"``.
 PRETRAINED = ("pose2d", "none")
 
 
-def settings(profile: str, data: str = "studio", pretrained: str = "pose2d") -> Settings:
+def settings(profile: str, data: str = "studio", pretrained: str = "pose2d",
+             backbone_weights: str | None = None,
+             backbone_layout: str = "learnable-triangulation") -> Settings:
     """The profile table of the chapter (``smoke``: seconds; ``quick``: minutes on a CPU;
     ``full``: GPU scale).
 
@@ -127,10 +132,23 @@ def settings(profile: str, data: str = "studio", pretrained: str = "pose2d") -> 
     backbone inside the chapter on its own training views. On the studio, horizontal flips of
     that pretraining are off (a flip turns the studio's light left limbs into right ones);
     converted real data keeps them.
+
+    ``backbone_weights`` (a path) starts instead from a published SimpleBaselines or
+    learnable-triangulation 2D checkpoint (:func:`mvbook.nn.checkpoints.load_simple_baselines`,
+    joint order ``backbone_layout``), on crops of 64 / 128 / 384 px (smoke / quick / full; the
+    paper's 384 in full); ``plan.pretrained`` is then ``"checkpoint"``.
     """
     check_choice(pretrained, "pretrained", PRETRAINED)
     zoo_profile = by_profile(profile, smoke="quick", quick="quick", full="full")
-    if pretrained == "none":
+    if backbone_weights:
+        from mvbook.nn.checkpoints import JOINT_LAYOUTS, checkpoint_config
+
+        check_choice(backbone_layout, "backbone_layout", tuple(JOINT_LAYOUTS))
+        backbone = checkpoint_config(backbone_weights)
+        crop_size = by_profile(profile, smoke=64, quick=128, full=384)
+        crop_scale = 1.0  # the person box is squared, as the authors' crops
+        pretrained = "checkpoint"
+    elif pretrained == "none":
         backbone = by_profile(
             profile,
             smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
@@ -180,17 +198,25 @@ def settings(profile: str, data: str = "studio", pretrained: str = "pose2d") -> 
                               full=dict(train=20000, test=5000)),
         pretrained=pretrained,
         zoo_profile=zoo_profile,
+        backbone_weights=str(backbone_weights) if backbone_weights else None,
+        backbone_layout=backbone_layout,
     )
 
 
 def initial_backbone(plan: Settings):
-    """The backbone the chapter starts from: a copy of the zoo model ``plan.pretrained``, or a
-    freshly initialised network of ``plan.config.backbone`` (``"none"``; seed torch first)."""
+    """The backbone the chapter starts from: a copy of the zoo model ``plan.pretrained``, the
+    published checkpoint ``plan.backbone_weights`` (``"checkpoint"``), or a freshly initialised
+    network of ``plan.config.backbone`` (``"none"``; seed torch first)."""
     from mvbook.nn.backbones import SimpleBaseline
     from mvbook.skeletons import H36M_17
 
     if plan.pretrained == "none":
         return SimpleBaseline(H36M_17.num_joints, plan.config.backbone)
+    if plan.pretrained == "checkpoint":
+        from mvbook.nn.checkpoints import load_simple_baselines
+
+        assert plan.backbone_weights is not None
+        return load_simple_baselines(plan.backbone_weights, plan.backbone_layout)
     from mvbook.zoo import load
 
     return load(plan.pretrained, plan.zoo_profile)

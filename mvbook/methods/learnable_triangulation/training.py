@@ -94,17 +94,19 @@ def fit(
 
 def main(profile: str = "quick", data: str = "studio", device: str = "auto", seed: int = 0,
          checkpoint_dir: str | None = None, steps: int | None = None,
-         pretrained: str = "pose2d", **_: Any) -> int:
+         pretrained: str = "pose2d", backbone_weights: str | None = None,
+         backbone_layout: str = "learnable-triangulation", **_: Any) -> int:
     """Train the chapter's models and print their test MPJPE (root-relative, mm).
 
-    Starts from the zoo's ``pose2d`` (or, with ``pretrained="none"``, pretrains the backbone),
+    Starts from the zoo's ``pose2d``, from a published 2D checkpoint (``backbone_weights``, a
+    path; ``backbone_layout`` its joint order) or, with ``pretrained="none"``, pretrains the backbone;
     evaluates the naive baseline, trains the algebraic model and the
     volumetric model (softmax aggregation, cube around the algebraic pelvis at test time).
     ``steps`` overrides every stage's step count (a short run).
     """
     from mvbook.studio import open_data
 
-    plan = settings(profile, data, pretrained)
+    plan = settings(profile, data, pretrained, backbone_weights, backbone_layout)
     cfg = plan.config
     info = distributed_info()
     datasets = {split: open_data(data, profile=profile, split=split, seed=seed)
