@@ -46,6 +46,7 @@ __all__ = [
     "warp_crops",
     "random_warps",
     "normalize_images",
+    "occlude",
     "heatmap_to_crop",
     "crop_to_heatmap",
 ]
@@ -255,6 +256,36 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGE_MEAN, device=x.device, dtype=x.dtype)[:, None, None]
     std = torch.tensor(IMAGE_STD, device=x.device, dtype=x.dtype)[:, None, None]
     return (x - mean) / std
+
+
+def occlude(
+    images: torch.Tensor,
+    which: torch.Tensor,
+    extent: tuple[float, float] = (0.2, 0.8),
+    value: int = 128,
+) -> torch.Tensor:
+    """Paste a flat grey square into chosen crops (a synthetic occluder; returns a copy).
+
+    Args:
+        images: ``(..., 3, S, S)`` crops (uint8 or float).
+        which: bool ``(...)``, the crops to occlude (e.g. ``(N, C)``: frame and view).
+        extent: the square spans ``[extent[0] S, extent[1] S)`` in both axes (default: the
+            middle 60% of the crop, most of a centred person).
+        value: the fill value (128: mid grey).
+    """
+    check_shape(images, "images", "(..., 3, S, S)")
+    if which.dtype != torch.bool or tuple(which.shape) != tuple(images.shape[:-3]):
+        raise ValueError(f"which must be a bool tensor of shape {tuple(images.shape[:-3])} (one per "
+                         f"crop), got {which.dtype} {tuple(which.shape)}")
+    if not 0.0 <= extent[0] < extent[1] <= 1.0:
+        raise ValueError(f"extent must be (lo, hi) with 0 <= lo < hi <= 1, got {extent}")
+    S = images.shape[-1]
+    lo, hi = int(extent[0] * S), int(extent[1] * S)
+    out = images.clone()
+    square = torch.zeros(S, S, dtype=torch.bool, device=images.device)
+    square[lo:hi, lo:hi] = True
+    mask = which.to(images.device)[..., None, None, None] & square  # (..., 1, S, S)
+    return out.masked_fill_(mask, value)
 
 
 def heatmap_to_crop(uv: torch.Tensor, heatmap_size: int, crop_size: int) -> torch.Tensor:

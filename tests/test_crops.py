@@ -206,3 +206,23 @@ def test_random_warps_stay_in_their_ranges():
     assert 0.75 - 1e-6 <= float(scale.min()) and float(scale.max()) <= 1.3 + 1e-6
     assert float(shift.abs().max()) <= 10.0 + 1e-6
     assert float(angle.abs().max()) > np.radians(25)  # the range is used, not just its middle
+
+
+def test_occlude_fills_the_square_of_the_chosen_crops_only():
+    from mvbook.crops import occlude
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 4, 3, 20, 20), generator=g, dtype=torch.uint8)
+    which = torch.rand(5, 4, generator=g) < 0.5
+    got = occlude(images, which, extent=(0.25, 0.75), value=7)
+    want = images.clone()
+    for i in range(5):  # the slow reference: one crop at a time
+        for c in range(4):
+            if which[i, c]:
+                want[i, c, :, 5:15, 5:15] = 7
+    assert torch.equal(got, want) and which.any() and not which.all()
+    assert not torch.equal(images, got)  # a copy: the input keeps its pixels
+    with pytest.raises(ValueError, match="which must be a bool tensor of shape"):
+        occlude(images, which[:, :2])
+    with pytest.raises(ValueError, match="extent"):
+        occlude(images, which, extent=(0.8, 0.2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -318,3 +319,74 @@ def test_augment_views_flips_only_when_asked():
     k = int(torch.nonzero(flipped)[0])
     torch.testing.assert_close(uv1[k, 4, 0], S - 1 - uv[k, 1, 0])
     torch.testing.assert_close(uv1[k, 4, 1], uv[k, 1, 1])
+
+
+def test_cropset_replace_swaps_named_tensors_and_refuses_unknown_ones(crops):
+    images = torch.zeros_like(crops.tensors["images"])
+    new = crops.replace(images=images)
+    assert new.tensors["images"] is images and new.tensors["P"] is crops.tensors["P"]
+    assert crops.tensors["images"] is not images and new.subjects == crops.subjects
+    with pytest.raises(ValueError, match="no tensors named \\['imgs'\\]"):
+        crops.replace(imgs=images)
+
+
+def test_volumetric_training_centres_the_cube_on_the_predicted_root(crops):
+    cfg = small_config(train_root="predicted", train_yaw=False)
+    model = lt.VolumetricTriangulationNet(SimpleBaseline(J, cfg.backbone), cfg)
+    seen = []
+    model.register_forward_pre_hook(lambda mod, args: seen.append(args[2].clone()))
+    loss_fn = lt.make_loss("volumetric", cfg)
+    batch = crops.all() if hasattr(crops, "all") else {k: v[:2] for k, v in crops.tensors.items()}
+    with pytest.raises(KeyError, match="with_roots"):
+        loss_fn(model, batch)
+    roots = batch["joints3d"][:, 0] + torch.tensor([100.0, -50.0, 30.0])
+    fed = lt.with_roots(lt.CropSet(batch, crops.subjects, crops.actions), roots)
+    loss_fn(model, fed.tensors)
+    torch.testing.assert_close(seen[-1], roots)
+    gt_fn = lt.make_loss("volumetric", small_config(train_yaw=False))
+    gt_fn(model, fed.tensors)  # train_root="gt" ignores the stored roots
+    torch.testing.assert_close(seen[-1], batch["joints3d"][:, 0])
+    with pytest.raises(ValueError, match="roots"):
+        lt.with_roots(fed, roots[:1])
+
+
+def test_fit_gives_a_trainable_backbone_its_own_learning_rate(crops):
+    cfg = small_config(freeze_backbone=False)
+    plan = lt.Settings(config=cfg, steps=dict(pretrain=0, algebraic=3, volumetric=3),
+                       batch=dict(pretrain=2, algebraic=2, volumetric=2),
+                       lr=dict(pretrain=1e-3, algebraic=1e-2, volumetric=1e-2),
+                       backbone_lr=dict(algebraic=0.0), schedule="constant")
+    torch.manual_seed(0)
+    model = lt.AlgebraicTriangulationNet(SimpleBaseline(J, cfg.backbone), cfg)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lt.fit(model, "algebraic", crops, plan, device="cpu", progress=False)
+    after = model.state_dict()
+    moved = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
+    assert any(k.startswith("confidence.") for k in moved)
+    # a zero rate for the backbone: its weights stay (its batch-norm statistics still update)
+    assert not [k for k in moved if k.startswith("backbone.") and "running" not in k]
+    with pytest.raises(ValueError, match="schedule"):
+        lt.fit(model, "algebraic", crops, dataclasses.replace(plan, schedule="linear"), device="cpu",
+               progress=False)
+
+
+def test_cache_backbone_only_recomputes_the_chosen_crops(crops):
+    from mvbook.crops import occlude
+
+    torch.manual_seed(0)
+    backbone = SimpleBaseline(J, small_config().backbone).eval()
+    feed = lt.cache_backbone(backbone, crops)
+    which = torch.zeros(len(crops), crops.num_views, dtype=torch.bool)
+    which[0, 1] = which[3, 0] = which[3, 2] = True
+    edited = feed.replace(images=occlude(crops.tensors["images"], which))
+    partial = lt.cache_backbone(backbone, edited, only=which)
+    full = lt.cache_backbone(backbone, edited)  # every crop again
+    for k in lt.CACHE_KEYS:
+        torch.testing.assert_close(partial.tensors[k].float(), full.tensors[k].float(), atol=2e-3, rtol=1e-3)
+        assert torch.equal(partial.tensors[k][~which], feed.tensors[k][~which])  # the rest is kept
+        assert not torch.equal(partial.tensors[k][which], feed.tensors[k][which])
+    assert torch.equal(feed.tensors["heatmaps"], lt.cache_backbone(backbone, crops).tensors["heatmaps"])
+    with pytest.raises(ValueError, match="run cache_backbone"):
+        lt.cache_backbone(backbone, crops, only=which)
+    with pytest.raises(ValueError, match="only"):
+        lt.cache_backbone(backbone, feed, only=which.float())

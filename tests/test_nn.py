@@ -82,3 +82,37 @@ def test_stage_features_are_the_encoder_maps_at_every_scale():
     torch.testing.assert_close(maps[-1], encoding)
     with pytest.raises(ValueError, match="images"):
         net.stage_features(torch.randn(2, 1, 64, 64))
+
+
+def test_v2v_authors_layout_has_the_size_of_their_network():
+    # the V2V of Iskakov et al.'s code, counted block by block from its definition
+    def conv(i, o, k):
+        return i * o * k**3 + o
+
+    def bn(o):
+        return 2 * o
+
+    def basic(i, o, k):
+        return conv(i, o, k) + bn(o)
+
+    def res(i, o):
+        return conv(i, o, 3) + bn(o) + conv(o, o, 3) + bn(o) + (conv(i, o, 1) + bn(o) if i != o else 0)
+
+    def up(i, o):
+        return i * o * 8 + o + bn(o)
+
+    K, J = 32, 17
+    front = basic(K, 16, 7) + res(16, 32) + 2 * res(32, 32)
+    encoder = res(32, 64) + res(64, 128) + 3 * res(128, 128)
+    mid = res(128, 128)
+    decoder = 4 * res(128, 128) + res(64, 64) + 3 * up(128, 128) + up(128, 64) + up(64, 32)
+    skips = res(32, 32) + res(64, 64) + 3 * res(128, 128)
+    back = res(32, 32) + 2 * basic(32, 32, 1) + conv(32, J, 1)
+    want = front + encoder + mid + decoder + skips + back
+    net = V2VNet(K, J, width=32, levels=5, front_kernel=7, layout="authors")
+    assert sum(p.numel() for p in net.parameters()) == want
+    with torch.no_grad():
+        y = net.eval()(torch.randn(1, K, 32, 32, 32))
+    assert y.shape == (1, J, 32, 32, 32)
+    with pytest.raises(ValueError, match="layout"):
+        V2VNet(K, J, layout="paper")

@@ -65,6 +65,12 @@ class V2VNet(nn.Module):
     - ``levels``: number of pooling stages (the original V2V uses 5 with 64^3 inputs).
     - ``norm``: ``"batch"`` (as V2V) or ``"group"`` (stable for batch size 1).
     - ``front_kernel``: kernel of the first convolution (7 in V2V; 3 is much cheaper on a CPU).
+    - ``layout``: ``"compact"`` (front: the first convolution to ``width`` and one residual
+      block; decoder: upsample, add the skip, then a residual block; back: two 1x1x1 blocks) or
+      ``"authors"``, the V2V of Iskakov et al.'s code (front: the first convolution to
+      ``width // 2`` and three residual blocks to ``width``; decoder: a residual block at the
+      coarse level, then upsample and add the skip; back: a residual block and two 1x1x1
+      blocks). With ``width=32, levels=5`` the latter is their network (32..128 channels).
     """
 
     def __init__(
@@ -76,17 +82,30 @@ class V2VNet(nn.Module):
         max_width: int = 128,
         norm: str = "batch",
         front_kernel: int = 7,
+        layout: str = "compact",
     ) -> None:
         super().__init__()
         if front_kernel < 1 or front_kernel % 2 == 0:
             raise ValueError(f"front_kernel must be a positive odd int, got {front_kernel}")
         if levels < 0:
             raise ValueError(f"levels must be >= 0, got {levels}")
+        if layout not in ("compact", "authors"):
+            raise ValueError(f"layout must be 'compact' or 'authors', got {layout!r}")
         self.levels = levels
-        self.front = nn.Sequential(
-            Basic3DBlock(in_channels, width, front_kernel, norm),
-            Res3DBlock(width, width, norm),
-        )
+        self.layout = layout
+        if layout == "authors":
+            first = max(1, width // 2)
+            self.front = nn.Sequential(
+                Basic3DBlock(in_channels, first, front_kernel, norm),
+                Res3DBlock(first, width, norm),
+                Res3DBlock(width, width, norm),
+                Res3DBlock(width, width, norm),
+            )
+        else:
+            self.front = nn.Sequential(
+                Basic3DBlock(in_channels, width, front_kernel, norm),
+                Res3DBlock(width, width, norm),
+            )
         chans = [min(width * 2**i, max_width) for i in range(levels + 1)]
         self.down = nn.ModuleList(
             [Res3DBlock(chans[i], chans[i + 1], norm) for i in range(levels)]
@@ -103,8 +122,12 @@ class V2VNet(nn.Module):
                 for i in range(levels)
             ]
         )
-        self.up_res = nn.ModuleList([Res3DBlock(chans[i], chans[i], norm) for i in range(levels)])
+        # compact: the residual block after merging, at level i; authors: before upsampling, at i + 1
+        res_chans = chans[:-1] if layout == "compact" else chans[1:]
+        self.up_res = nn.ModuleList([Res3DBlock(c, c, norm) for c in res_chans])
+        back: list[nn.Module] = [Res3DBlock(width, width, norm)] if layout == "authors" else []
         self.back = nn.Sequential(
+            *back,
             Basic3DBlock(width, width, 1, norm),
             Basic3DBlock(width, width, 1, norm),
         )
@@ -130,5 +153,8 @@ class V2VNet(nn.Module):
             x = self.down[i](nn.functional.max_pool3d(x, 2))
         x = self.mid(x)
         for i in reversed(range(self.levels)):
-            x = self.up_res[i](self.up[i](x) + skips[i])
+            if self.layout == "compact":
+                x = self.up_res[i](self.up[i](x) + skips[i])
+            else:
+                x = self.up[i](self.up_res[i](x)) + skips[i]
         return self.output(self.back(x))

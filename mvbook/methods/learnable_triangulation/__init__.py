@@ -33,6 +33,7 @@ from .data import (
     partner_joints,
     prepare,
     select_views,
+    with_roots,
 )
 from .evaluation import (
     ALPHAS,
@@ -56,7 +57,7 @@ from .training import fit, main
 __all__ = [
     "PRETRAINED", "STAGES", "Config", "Settings", "initial_backbone", "settings",
     "CACHE_KEYS", "CropSet", "prepare", "cache_backbone", "cached_outputs", "augment_views",
-    "select_views", "partner_joints",
+    "select_views", "partner_joints", "with_roots",
     "AlgebraicTriangulationNet", "VolumetricTriangulationNet",
     "make_loss", "soft_mse_loss", "volumetric_loss",
     "fit", "main",

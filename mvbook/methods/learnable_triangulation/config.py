@@ -33,9 +33,14 @@ class Config:
     Volumetric part: ``volume_size`` (``L`` mm; paper 2500), ``volume_resolution`` (voxels per
     side; paper 64), ``volume_channels`` (``K``; paper 32), ``aggregation`` (``"sum"``,
     ``"conf"``, ``"softmax"``), ``v2v_width``/``v2v_levels``/``v2v_norm``/``v2v_front_kernel`` (V2V size),
+    ``v2v_layout`` (``"compact"`` or ``"authors"``: :class:`mvbook.nn.V2VNet`),
     ``volume_beta`` (multiplier of the 3D heatmaps inside the eq. 13 softmax; paper 1),
     ``use_valid_mask`` (drop views whose image a voxel falls outside of from the aggregation),
-    ``train_yaw`` (random rotation of the cube about the vertical during training).
+    ``train_yaw`` (random rotation of the cube about the vertical during training),
+    ``train_root`` (where the training cube is centred: ``"gt"``, the true pelvis, or
+    ``"predicted"``, the pelvis of a trained algebraic model held by the training set as a
+    ``root`` tensor, :func:`~.data.with_roots`; the authors' released configurations use the
+    latter, ``use_gt_pelvis: false``).
 
     Losses: ``soft_mse_threshold`` (``epsilon`` of eq. 15 in mm^2; the paper states
     (20 cm)^2), ``heatmap_reg`` (``beta`` of eq. 16; paper 0.01).
@@ -70,9 +75,11 @@ class Config:
     v2v_levels: int = 2
     v2v_norm: str = "batch"
     v2v_front_kernel: int = 7
+    v2v_layout: str = "compact"
     volume_beta: float = 1.0
     use_valid_mask: bool = False
     train_yaw: bool = True
+    train_root: str = "gt"
     soft_mse_threshold: float = 40000.0
     heatmap_reg: float = 0.01
     ransac_threshold: float = 4.0
@@ -82,6 +89,8 @@ class Config:
 
     def __post_init__(self) -> None:
         check_choice(self.aggregation, "aggregation", AGGREGATIONS)
+        check_choice(self.v2v_layout, "v2v_layout", ("compact", "authors"))
+        check_choice(self.train_root, "train_root", ("gt", "predicted"))
         if self.crop_size < 8:
             raise ValueError(f"crop_size must be >= 8, got {self.crop_size}")
         if self.volume_resolution % 2**self.v2v_levels:
@@ -97,6 +106,9 @@ class Settings:
     """What one profile trains: ``config``, and per stage (:data:`STAGES`) ``steps``,
     ``batch`` (frames per step, every frame with all its views) and ``lr``; ``weight_decay`` of
     the backbone pretraining; ``max_frames`` kept in memory per split (None: all);
+    ``backbone_lr``: per stage, a learning rate of the backbone's parameters when they train
+    (the rest use ``lr``); ``schedule``: ``"cosine"`` (warm-up, then decay to 1%) or
+    ``"constant"`` (the authors' code).
     ``pretrained``: the zoo model the backbone starts from (``"pose2d"``) or ``"none"`` (then
     the ``"pretrain"`` stage trains it from scratch), and ``zoo_profile`` the size of that zoo
     model (:func:`mvbook.zoo.load`)."""
@@ -112,6 +124,8 @@ class Settings:
     zoo_profile: str = "quick"
     backbone_weights: str | None = None
     backbone_layout: str = "learnable-triangulation"
+    backbone_lr: dict[str, float] = field(default_factory=dict)
+    schedule: str = "cosine"
 
 
 #: Where the backbone may start from: a zoo model, or ``"none"`` (pretrained in the chapter).
@@ -170,11 +184,13 @@ def settings(profile: str, data: str = "studio", pretrained: str = "pose2d",
         backbone=backbone,
         heatmap_sigma=by_profile(profile, smoke=1.0, quick=2.0, full=2.0),
         volume_size=by_profile(profile, smoke=2000.0, quick=2000.0, full=2500.0),
-        volume_resolution=by_profile(profile, smoke=8, quick=8, full=32),
+        volume_resolution=by_profile(profile, smoke=8, quick=8, full=64),
         volume_channels=by_profile(profile, smoke=4, quick=16, full=32),
         v2v_width=by_profile(profile, smoke=8, quick=16, full=32),
-        v2v_levels=by_profile(profile, smoke=1, quick=2, full=3),
+        v2v_levels=by_profile(profile, smoke=1, quick=2, full=5),
         v2v_front_kernel=by_profile(profile, smoke=3, quick=3, full=7),
+        v2v_layout=by_profile(profile, smoke="compact", quick="compact", full="authors"),
+        train_root=by_profile(profile, smoke="gt", quick="gt", full="predicted"),
         ransac_threshold=by_profile(profile, smoke=2.0, quick=4.0, full=8.0) * crop_size / 64,
         freeze_backbone=by_profile(profile, smoke=True, quick=True, full=False),
         augment_flip=str(data) != "studio",
@@ -190,9 +206,11 @@ def settings(profile: str, data: str = "studio", pretrained: str = "pose2d",
         batch=by_profile(profile,
                          smoke=dict(pretrain=2, algebraic=2, volumetric=2),
                          quick=dict(pretrain=8, algebraic=8, volumetric=4),
-                         full=dict(pretrain=8, algebraic=8, volumetric=4)),
-        lr=dict(pretrain=3e-3, algebraic=1e-3,
-                volumetric=by_profile(profile, smoke=3e-3, quick=1e-2, full=3e-3)),
+                         full=dict(pretrain=8, algebraic=8, volumetric=5)),
+        lr=dict(pretrain=3e-3, algebraic=by_profile(profile, smoke=1e-3, quick=1e-3, full=1e-5),
+                volumetric=by_profile(profile, smoke=3e-3, quick=1e-2, full=1e-3)),
+        backbone_lr=by_profile(profile, smoke={}, quick={}, full=dict(volumetric=1e-4)),
+        schedule=by_profile(profile, smoke="cosine", quick="cosine", full="constant"),
         max_frames=by_profile(profile, smoke=dict(train=None, test=None),
                               quick=dict(train=None, test=None),
                               full=dict(train=20000, test=5000)),

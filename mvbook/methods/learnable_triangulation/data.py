@@ -21,6 +21,7 @@ from mvbook.geometry import Camera
 from mvbook.nn.backbones import BackboneOutput, SimpleBaseline
 from mvbook.runtime import resolve_device
 from mvbook.train import unwrap_model
+from mvbook.validation import check_shape
 
 from .config import Config
 
@@ -33,6 +34,7 @@ __all__ = [
     "augment_views",
     "select_views",
     "partner_joints",
+    "with_roots",
 ]
 
 #: Batch keys of cached backbone outputs (:func:`cache_backbone`).
@@ -66,6 +68,13 @@ class CropSet(torch.utils.data.Dataset):
     @property
     def num_views(self) -> int:
         return int(self.tensors["images"].shape[1])
+
+    def replace(self, **tensors: torch.Tensor) -> CropSet:
+        """A copy with some tensors replaced (e.g. ``images=occluded``); the rest are shared."""
+        unknown = sorted(set(tensors) - set(self.tensors))
+        if unknown:
+            raise ValueError(f"replace: no tensors named {unknown}; this set has {sorted(self.tensors)}")
+        return CropSet(dict(self.tensors, **tensors), self.subjects, self.actions)
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> CropSet:
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -137,6 +146,14 @@ def prepare(
     return CropSet(tensors, subjects, actions)
 
 
+def with_roots(data: CropSet, roots: torch.Tensor) -> CropSet:
+    """``data`` with a ``root`` tensor ``(N, 3)`` mm per frame: where the volumetric model's
+    training cube is centred when ``config.train_root == "predicted"`` (e.g. the pelvis of a
+    trained algebraic model, ``predict(algebraic_predictor(model), data)["pred"][:, 0]``)."""
+    check_shape(roots, "roots", f"({len(data)}, 3)")
+    return CropSet(dict(data.tensors, root=roots.detach().float().cpu()), data.subjects, data.actions)
+
+
 def select_views(batch: dict, views: Sequence[int] | None) -> dict:
     """The batch restricted to ``views`` (indices along the view axis; None: all)."""
     if views is None:
@@ -169,6 +186,7 @@ def cache_backbone(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float16,
     progress: bool = False,
+    only: torch.Tensor | None = None,
 ) -> CropSet:
     """Run a (frozen) backbone once over a :class:`CropSet` and store its outputs.
 
@@ -177,12 +195,17 @@ def cache_backbone(
     (stored as ``dtype``). Models built with ``config.freeze_backbone=True`` then skip the
     backbone, which makes CPU training of the heads fast; with a trainable backbone the cache
     is ignored by the loss functions.
+
+    ``only``: bool ``(N, C)``; recompute the outputs of these crops only (e.g. the ones whose
+    images were just edited) and keep ``data``'s cached outputs for the others.
     """
     dev = resolve_device(device)
-    was_training = backbone.training
-    backbone.eval().to(dev)
     images = data.tensors["images"]
     N, C = images.shape[:2]
+    if only is not None:
+        return _recache(backbone, data, only, batch_size, dev)
+    was_training = backbone.training
+    backbone.eval().to(dev)
     chunks: dict[str, list[torch.Tensor]] = {k: [] for k in CACHE_KEYS}
     step = max(1, batch_size // C)
     for s in tqdm(range(0, N, step), desc="backbone", disable=not progress):
@@ -193,6 +216,32 @@ def cache_backbone(
     backbone.train(was_training)
     tensors = dict(data.tensors)
     tensors.update({k: torch.cat(v) for k, v in chunks.items()})
+    return CropSet(tensors, data.subjects, data.actions)
+
+
+def _recache(backbone: SimpleBaseline, data: CropSet, only: torch.Tensor, batch_size: int,
+             dev: torch.device) -> CropSet:
+    images = data.tensors["images"]
+    check_shape(only, "only", f"({images.shape[0]}, {images.shape[1]})")
+    if only.dtype != torch.bool:
+        raise ValueError(f"only must be a bool tensor (one flag per crop), got {only.dtype}")
+    missing = [k for k in CACHE_KEYS if k not in data.tensors]
+    if missing:
+        raise ValueError(f"only= recomputes part of an existing cache, but data has no {missing}: "
+                         "run cache_backbone(backbone, data) first")
+    tensors = dict(data.tensors)
+    for k in CACHE_KEYS:
+        tensors[k] = tensors[k].clone()
+    frame, view = torch.nonzero(only, as_tuple=True)
+    was_training = backbone.training
+    backbone.eval().to(dev)
+    with torch.no_grad():
+        for s in range(0, len(frame), batch_size):
+            f, v = frame[s : s + batch_size], view[s : s + batch_size]
+            out = backbone(normalize_images(images[f, v].to(dev)))
+            for k, t in zip(CACHE_KEYS, out):
+                tensors[k][f, v] = t.to("cpu", tensors[k].dtype)
+    backbone.train(was_training)
     return CropSet(tensors, data.subjects, data.actions)
 
 

@@ -181,7 +181,8 @@ def _algebraic_loss_fn(config: Config) -> LossFn:
 
 
 def _volumetric_loss_fn(config: Config, generator: torch.Generator | None) -> LossFn:
-    """Volumetric model training: eq. 16 with the cube centred on the ground-truth pelvis.
+    """Volumetric model training: eq. 16 with the cube centred on the ground-truth pelvis, or
+    (``config.train_root="predicted"``) on the batch's ``root`` (a trained algebraic model's).
 
     The cube is rotated by a random yaw about the vertical when ``config.train_yaw``.
     Logs ``l1``, ``heatmap`` (the regulariser before ``beta``) and ``mpjpe`` (mm).
@@ -191,7 +192,13 @@ def _volumetric_loss_fn(config: Config, generator: torch.Generator | None) -> Lo
         dev = _device_of(model)
         batch = to_device(batch, dev)
         gt = batch["joints3d"]
-        root = gt[:, config.root_joint]
+        if config.train_root == "predicted":
+            if "root" not in batch:
+                raise KeyError("train_root='predicted' needs a 'root' tensor (B, 3) in the training set: "
+                               "add it with learnable_triangulation.with_roots(data, roots)")
+            root = batch["root"].float()
+        else:
+            root = gt[:, config.root_joint]
         yaw = random_yaw(gt.shape[0], generator, device=dev) if config.train_yaw else None
         out = model(batch["images"], batch["P"], root, yaw, cached=cached_outputs(batch, model))
         loss, logs = volumetric_loss(

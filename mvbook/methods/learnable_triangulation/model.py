@@ -123,6 +123,7 @@ class VolumetricTriangulationNet(_TriangulationBase):
             config.v2v_levels,
             norm=config.v2v_norm,
             front_kernel=config.v2v_front_kernel,
+            layout=config.v2v_layout,
         )
 
     def forward(

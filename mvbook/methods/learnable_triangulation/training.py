@@ -30,12 +30,13 @@ from mvbook.train import TrainConfig, TrainHistory, distributed_info, make_loade
 from mvbook.validation import check_choice
 
 from .config import STAGES, Settings, initial_backbone, settings
-from .data import CropSet, cache_backbone, prepare
+from .data import CropSet, cache_backbone, prepare, with_roots
 from .evaluation import (
     algebraic_predictor,
     choose_alpha,
     evaluate,
     naive_predictor,
+    predict,
     volumetric_predictor,
 )
 from .losses import make_loss
@@ -61,7 +62,8 @@ def fit(
     progress: bool = True,
 ) -> TrainHistory:
     """Train ``model`` for one ``stage`` with the profile's steps, batch and learning rate
-    (AdamW, the rate decayed along a cosine to 1% at the last step).
+    (AdamW; ``plan.schedule`` ``"cosine"``: the rate decayed along a cosine to 1% at the last
+    step, ``"constant"``: fixed; a trainable backbone uses ``plan.backbone_lr[stage]`` if set).
 
     Args:
         model: a :class:`mvbook.nn.SimpleBaseline` for ``"pretrain"``, an
@@ -85,9 +87,18 @@ def fit(
         progress=progress, desc=_DESC[stage].format(cfg=cfg),
         log_every=max(1, n // 30))
     model.to(resolve_device(device))  # the optimizer is built on the parameters where they train
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train_config.lr, weight_decay=train_config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(n))
+    backbone_lr = plan.backbone_lr.get(stage) if stage != "pretrain" else None
+    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    if backbone_lr is None:
+        groups = [{"params": [p for _, p in named]}]
+    else:
+        groups = [{"params": [p for k, p in named if k.startswith("backbone.")], "lr": backbone_lr},
+                  {"params": [p for k, p in named if not k.startswith("backbone.")]}]
+        groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=train_config.lr, weight_decay=train_config.weight_decay)
+    check_choice(plan.schedule, "plan.schedule", ("cosine", "constant"))
+    factor = warmup_cosine(n) if plan.schedule == "cosine" else (lambda step: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return train(model, loss, make_loader(data, plan.batch[stage], seed=seed), train_config,
                  optimizer=optimizer, scheduler=scheduler)
 
@@ -134,6 +145,9 @@ def main(profile: str = "quick", data: str = "studio", device: str = "auto", see
     alg = AlgebraicTriangulationNet(copy.deepcopy(backbone), cfg)
     fit(alg, "algebraic", train_feed, plan, steps=steps, device=device, seed=seed,
         checkpoint_dir=ckpt("algebraic"))
+    if cfg.train_root == "predicted":  # the cube around the algebraic model's pelvis
+        train_feed = with_roots(train_feed, predict(algebraic_predictor(alg), train_feed, device=device,
+                                                    models=[alg])["pred"][:, cfg.root_joint])
     vol = VolumetricTriangulationNet(copy.deepcopy(backbone), cfg)
     fit(vol, "volumetric", train_feed, plan, steps=steps, device=device, seed=seed,
         checkpoint_dir=ckpt("volumetric"))
