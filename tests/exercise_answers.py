@@ -283,4 +283,82 @@ def cube(center, L, R, yaw):
         ("equal weights", "best_w = 1.0\n"),
         ("the inverse variance ratio (sigma / sigma_2) ** 2", "best_w = 0.11\n"),
     ],
+    # 20 MCSS
+    "ch20-ex1-solution": [
+        ("both rows and columns (the library's two-sided mining)", """
+def loss_rows(anchor, positive, alpha, beta):
+    return M.hardnet_loss(anchor, positive, alpha, beta)[0]
+"""),
+        ("no beta mask", """
+def loss_rows(anchor, positive, alpha, beta):
+    D = M.distance_matrix(anchor, positive)
+    off = ~torch.eye(D.shape[0], dtype=torch.bool)
+    d_min = torch.where(off, D, torch.full_like(D, float("inf"))).min(dim=1).values
+    return (torch.diagonal(D) + (alpha - d_min).clamp_min(0)).mean()
+"""),
+        ("the diagonal not excluded", """
+def loss_rows(anchor, positive, alpha, beta):
+    D = M.distance_matrix(anchor, positive)
+    d_min = torch.where(D > beta, D, torch.full_like(D, float("inf"))).min(dim=1).values
+    hinge = torch.where(torch.isfinite(d_min), (alpha - d_min).clamp_min(0), torch.zeros_like(d_min))
+    return (torch.diagonal(D) + hinge).mean()
+"""),
+        ("the literal delta(D) * D (masked entries count as 0)", """
+def loss_rows(anchor, positive, alpha, beta):
+    D = M.distance_matrix(anchor, positive)
+    off = ~torch.eye(D.shape[0], dtype=torch.bool)
+    dm = torch.where(D > beta, D, torch.zeros_like(D))
+    d_min = torch.where(off, dm, torch.full_like(D, float("inf"))).min(dim=1).values
+    return (torch.diagonal(D) + (alpha - d_min).clamp_min(0)).mean()
+"""),
+    ],
+    "ch20-ex2-solution": [
+        ("the unsigned angle of eq. 3", """
+def heading_deg(X):
+    u = X[:, cfg.left_hip] - X[:, cfg.root_joint]
+    uxy = u[:, :2] / u[:, :2].norm(dim=-1, keepdim=True)
+    return torch.rad2deg(torch.arccos(uxy[:, 0].clamp(-1, 1)))
+"""),
+        ("radians instead of degrees", """
+def heading_deg(X):
+    u = X[:, cfg.left_hip] - X[:, cfg.root_joint]
+    return torch.atan2(u[:, 1], u[:, 0])
+"""),
+        ("x and y swapped in atan2", """
+def heading_deg(X):
+    u = X[:, cfg.left_hip] - X[:, cfg.root_joint]
+    return torch.rad2deg(torch.atan2(u[:, 0], u[:, 1]))
+"""),
+        ("the right hip instead of the left", """
+def heading_deg(X):
+    u = X[:, 1] - X[:, cfg.root_joint]
+    return torch.rad2deg(torch.atan2(u[:, 1], u[:, 0]))
+"""),
+    ],
+    "ch20-ex3-solution": [
+        ("the query's own camera not excluded", """
+errs = []
+for i in range(n_ex):
+    j = int((emb_ex - emb_ex[i]).norm(dim=-1).argmin())
+    errs.append(float(pa_mpjpe(poses_ex[j], poses_ex[i])))
+my_at1 = sum(errs) / len(errs)
+"""),
+        ("ranked by the true poses (the oracle)", """
+my_at1 = retrieval_pa_mpjpe_at_k(emb_ex[:n_ex], emb_ex, poses_ex[:n_ex], poses_ex, k=1, oracle=True,
+                                 query_views=views_ex[:n_ex], gallery_views=views_ex)
+"""),
+        ("the mean over the 5 nearest instead of the nearest", """
+my_at1 = retrieval_pa_mpjpe_at_k(emb_ex[:n_ex], emb_ex, poses_ex[:n_ex], poses_ex, k=5,
+                                 query_views=views_ex[:n_ex], gallery_views=views_ex)
+"""),
+        ("MPJPE without the Procrustes alignment", """
+errs = []
+for i in range(n_ex):
+    dist = (emb_ex - emb_ex[i]).norm(dim=-1)
+    dist[views_ex == views_ex[i]] = float("inf")
+    j = int(dist.argmin())
+    errs.append(float((poses_ex[j] - poses_ex[i]).norm(dim=-1).mean()))
+my_at1 = sum(errs) / len(errs)
+"""),
+    ],
 }

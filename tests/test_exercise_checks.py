@@ -29,6 +29,7 @@ CHAPTERS = {
     "05": "05_multiview_studio",
     "10": "10_learnable_triangulation",
     "11": "11_weakly_supervised_25d",
+    "20": "20_mcss",
 }
 MARKER = "MVBOOK-EXERCISE-OUTCOMES "
 
