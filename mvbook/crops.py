@@ -8,7 +8,10 @@ that crops, crop cameras and 2D labels can never disagree:
 - :func:`crop_camera` / :func:`crop_points`: the camera of a crop (through
   :meth:`mvbook.geometry.Camera.crop`) and the same map applied to pixel coordinates;
 - :func:`crop_images`: bilinear resampling of the boxes (anti-aliased by supersampling when
-  the crop shrinks the image);
+  the crop shrinks the image); given the images' cameras with lens distortion, it samples
+  through the distortion model, so that the crops are undistorted pinhole images
+  (:func:`undistort_boxes` and :func:`mvbook.geometry.undistort_points` bring boxes and 2D
+  labels into the same undistorted pixels);
 - :func:`warp_crops` / :func:`random_warps`: rotations, scalings and shifts of crops about their
   centre with the same map applied to 2D labels (geometric augmentation);
 - :func:`normalize_images`: uint8 images to the network input, with the book's one set of
@@ -43,6 +46,7 @@ __all__ = [
     "crop_camera",
     "crop_points",
     "crop_images",
+    "undistort_boxes",
     "warp_crops",
     "random_warps",
     "normalize_images",
@@ -112,9 +116,27 @@ def crop_points(uv: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tenso
     return (uv - boxes[..., None, :2] + 0.5) * scale[..., None, :] - 0.5
 
 
+def undistort_boxes(boxes: torch.Tensor, camera: Camera) -> torch.Tensor:
+    """Boxes ``(..., 4)`` of distorted images to the undistorted pixels of the same ``K``: the
+    bounding box of the undistorted corners and edge midpoints (unchanged without ``dist``)."""
+    check_shape(boxes, "boxes", "(..., 4)")
+    if camera.dist is None:
+        return boxes
+    from mvbook.geometry import undistort_points
+
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
+    xs = torch.stack([x0, xm, x1, x1, x1, xm, x0, x0], -1)
+    ys = torch.stack([y0, y0, y0, ym, y1, y1, y1, ym], -1)
+    # the box holds pixels x0..x1 - 1: its outline runs through pixel centres x0 - 1/2 .. x1 - 1/2
+    pts = torch.stack([xs, ys], -1) - 0.5
+    und = undistort_points(pts.to(camera.dtype), camera.K, camera.dist).to(boxes.dtype) + 0.5
+    return torch.cat([und.amin(-2), und.amax(-2)], -1)
+
+
 def crop_images(
     images: torch.Tensor, boxes: torch.Tensor, size: int, supersample: int | None = None,
-    mode: str = "bilinear",
+    mode: str = "bilinear", camera: Camera | None = None,
 ) -> torch.Tensor:
     """Resample ``boxes`` of ``images`` to ``size x size`` crops (bilinear, zeros outside).
 
@@ -130,6 +152,10 @@ def crop_images(
         supersample: samples per crop pixel side (>= 1) or None.
         mode: ``"bilinear"``, or ``"nearest"`` for label maps (part indices, surface
             coordinates): each crop pixel takes the image pixel under its centre, no averaging.
+        camera: the ``(N,)`` cameras of ``images``. With lens distortion (``camera.dist``), the
+            crops are undistorted: ``boxes`` are in undistorted pixels (:func:`undistort_boxes`),
+            each sample point ``u`` is moved to ``K distort(K^-1 u)`` before sampling, and the
+            crop's camera is the pinhole ``crop_camera(camera, boxes, size)`` without ``dist``.
 
     Returns:
         ``(N, 3, S, S)`` in the dtype of ``images`` (uint8 is rounded and clamped).
@@ -152,9 +178,17 @@ def crop_images(
     wh = boxes[:, 2:] - boxes[:, :2]  # (N, 2)
     u = boxes[:, 0:1] - 0.5 + frac[None] * wh[:, 0:1]  # (N, n) image px of the samples
     v = boxes[:, 1:2] - 0.5 + frac[None] * wh[:, 1:2]
-    gx = (2 * u + 1) / W - 1  # grid_sample's align_corners=False coordinates
-    gy = (2 * v + 1) / H - 1
-    grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)
+    uv = torch.stack(torch.broadcast_tensors(u[:, None, :], v[:, :, None]), dim=-1)  # (N, n, n, 2)
+    if camera is not None and camera.dist is not None:
+        from mvbook.geometry.projection import distort_normalized, normalized_to_pixel, pixel_to_normalized
+
+        if tuple(camera.batch_shape) != (N,):
+            raise ValueError(f"camera must have batch shape ({N},) (one per image), got {tuple(camera.batch_shape)}")
+        K, dist = camera.K.to(images.device), camera.dist.to(images.device)
+        xn = pixel_to_normalized(uv.flatten(1, 2).to(K.dtype), K)
+        uv = normalized_to_pixel(distort_normalized(xn, dist), K).to(uv.dtype).unflatten(1, (n, n))
+    size_wh = torch.tensor([W, H], dtype=uv.dtype, device=uv.device)
+    grid = (2 * uv + 1) / size_wh - 1  # grid_sample's align_corners=False coordinates
     out = F.grid_sample(images.float(), grid, mode=mode, padding_mode="zeros",
                         align_corners=False)
     if supersample > 1:

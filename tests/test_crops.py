@@ -226,3 +226,40 @@ def test_occlude_fills_the_square_of_the_chosen_crops_only():
         occlude(images, which[:, :2])
     with pytest.raises(ValueError, match="extent"):
         occlude(images, which, extent=(0.8, 0.2))
+
+
+def test_crops_of_distorted_images_are_pinhole_images_of_the_crop_camera():
+    # an image whose two channels hold each pixel's own (u, v): a crop sampled at a point returns
+    # the distorted image position it looked at
+    cam = make_rig("h36m", image_size=(320, 240), distortion=True, dtype=torch.float64).cameras[:2]
+    assert cam.dist is not None and cam.dist.abs().max() > 0.01
+    W, H = 320, 240
+    vv, uu = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                            indexing="ij")
+    coords = torch.stack([uu, vv, torch.zeros_like(uu)])[None].expand(2, 3, H, W)
+    # 3D points of a person-sized volume in the capture area
+    g = torch.Generator().manual_seed(0)
+    X = (torch.rand(200, 3, generator=g, dtype=torch.float64) - 0.5) * torch.tensor([800.0, 800.0, 1700.0]) \
+        + torch.tensor([0.0, 0.0, 900.0])
+    uv_d = cam.project(X[None].expand(2, -1, -1))  # (2, N, 2) with distortion: where the image shows X
+    box_d = torch.cat([uv_d.amin(1) - 10, uv_d.amax(1) + 10], -1).float()  # person boxes, distorted px
+    box_u = crops.undistort_boxes(box_d, cam)
+    uv_u = cam.project(X[None].expand(2, -1, -1), distort=False)  # the same points, pinhole pixels
+    assert ((uv_u >= box_u[:, None, :2].double() - 0.5) & (uv_u <= box_u[:, None, 2:].double() - 0.5)).all()
+    assert not torch.allclose(box_u, box_d, atol=1.0)  # the distortion moves the box
+    box = crops.square_boxes(box_u, 1.0)
+    S = 64
+    out = crops.crop_images(coords, box, S, supersample=1, camera=cam)
+    pinhole = crops.crop_camera(Camera(cam.K, cam.R, cam.t), box.double(), S)
+    uv_c = pinhole.project(X[None].expand(2, -1, -1))  # crop px of the undistorted crop camera
+    inside = ((uv_c > 2) & (uv_c < S - 3)).all(-1)
+    assert inside.float().mean() > 0.3
+    # sample the crops (nearly linear content: bilinear interpolation is exact up to distortion curvature)
+    grid = (2 * uv_c + 1) / S - 1
+    got = torch.nn.functional.grid_sample(out[:, :2].double(), grid[:, None], align_corners=False)[:, :, 0]
+    err = (got.permute(0, 2, 1) - uv_d).norm(dim=-1)[inside]
+    assert float(err.max()) < 0.05, f"crop sampled {float(err.max()):.3f} px away from the distorted projection"
+    # without the camera the same crop is off by the distortion (several px at the edges)
+    plain = crops.crop_images(coords, box, S, supersample=1)
+    got_p = torch.nn.functional.grid_sample(plain[:, :2].double(), grid[:, None], align_corners=False)[:, :, 0]
+    assert float((got_p.permute(0, 2, 1) - uv_d).norm(dim=-1)[inside].max()) > 1.0

@@ -24,9 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 
-def make_samples(n: int = 6, C: int = 4, size=(96, 96), seed: int = 0) -> list[dict]:
+def make_samples(n: int = 6, C: int = 4, size=(96, 96), seed: int = 0, dist=None) -> list[dict]:
     rng = np.random.default_rng(seed)
-    K, R, t, d = look_at_rig(C, size, radius=3500.0, height=1000.0, dist=None, focal=60.0)
+    K, R, t, d = look_at_rig(C, size, radius=3500.0, height=1000.0, dist=dist, focal=60.0)
     out = []
     for i in range(n):
         X = random_people(rng, 1, J, spread=200.0)
@@ -390,3 +390,19 @@ def test_cache_backbone_only_recomputes_the_chosen_crops(crops):
         lt.cache_backbone(backbone, crops, only=which)
     with pytest.raises(ValueError, match="only"):
         lt.cache_backbone(backbone, feed, only=which.float())
+
+
+def test_prepare_undistorts_crops_of_distorted_cameras():
+    dist = (-0.2, 0.24, -0.0015, -0.001, -0.0025)  # Human3.6M-like
+    samples = make_samples(n=3, dist=dist)
+    assert np.abs(samples[0]["dist"].numpy()).max() > 0.1
+    data = lt.prepare(samples, small_config(crop_size=48), progress=False)
+    X = data.tensors["joints3d"]  # (N, J, 3)
+    P = data.tensors["P"].double()  # (N, C, 3, 4)
+    Xh = torch.cat([X.double(), torch.ones_like(X[..., :1]).double()], -1)
+    proj = torch.einsum("ncij,nkj->ncki", P, Xh)
+    uv = proj[..., :2] / proj[..., 2:]
+    # the crop labels are the pinhole projections of the crop camera (distortion removed)
+    torch.testing.assert_close(data.tensors["joints2d"].double(), uv, atol=1e-3, rtol=0)
+    plain = lt.prepare(make_samples(n=3), small_config(crop_size=48), progress=False)
+    assert not torch.allclose(plain.tensors["images"].float(), data.tensors["images"].float())
