@@ -5,6 +5,8 @@ projects into those crops with the crop's own camera. This module holds the four
 that crops, crop cameras and 2D labels can never disagree:
 
 - :func:`square_boxes`: square boxes around person boxes, enlarged by a scale;
+- :func:`crop_person`: all of the below for one person in every view of a sample (crops, the
+  crops' pinhole cameras, 2D labels), undistorting when the cameras have lens distortion;
 - :func:`crop_camera` / :func:`crop_points`: the camera of a crop (through
   :meth:`mvbook.geometry.Camera.crop`) and the same map applied to pixel coordinates;
 - :func:`crop_images`: bilinear resampling of the boxes (anti-aliased by supersampling when
@@ -32,11 +34,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from mvbook.geometry import Camera
+from mvbook.geometry import Camera, undistort_points
+from mvbook.geometry.projection import distort_normalized, normalized_to_pixel, pixel_to_normalized
 from mvbook.validation import check_choice, check_shape, check_tensor
 
 __all__ = [
@@ -47,6 +51,8 @@ __all__ = [
     "crop_points",
     "crop_images",
     "undistort_boxes",
+    "PersonCrops",
+    "crop_person",
     "warp_crops",
     "random_warps",
     "normalize_images",
@@ -122,8 +128,6 @@ def undistort_boxes(boxes: torch.Tensor, camera: Camera) -> torch.Tensor:
     check_shape(boxes, "boxes", "(..., 4)")
     if camera.dist is None:
         return boxes
-    from mvbook.geometry import undistort_points
-
     x0, y0, x1, y1 = boxes.unbind(-1)
     xm, ym = (x0 + x1) / 2, (y0 + y1) / 2
     xs = torch.stack([x0, xm, x1, x1, x1, xm, x0, x0], -1)
@@ -132,6 +136,45 @@ def undistort_boxes(boxes: torch.Tensor, camera: Camera) -> torch.Tensor:
     pts = torch.stack([xs, ys], -1) - 0.5
     und = undistort_points(pts.to(camera.dtype), camera.K, camera.dist).to(boxes.dtype) + 0.5
     return torch.cat([und.amin(-2), und.amax(-2)], -1)
+
+
+class PersonCrops(NamedTuple):
+    """One person seen by every view, cut out by :func:`crop_person`.
+
+    ``images (C, 3, S, S)``; ``camera``: the crops' pinhole cameras (batch ``(C,)``, no
+    distortion: project with ``camera.P``); ``joints2d (C, J, 2)`` crop px; ``boxes (C, 4)``
+    the square boxes in (undistorted) image px, for :func:`crop_camera` at other resolutions.
+    """
+
+    images: torch.Tensor
+    camera: Camera
+    joints2d: torch.Tensor
+    boxes: torch.Tensor
+
+
+def crop_person(images: torch.Tensor, camera: Camera, bbox: torch.Tensor, joints2d: torch.Tensor,
+                size: int, scale: float) -> PersonCrops:
+    """Square crops of one person in every view, undistorted when the cameras have distortion.
+
+    Args:
+        images: ``(C, 3, H, W)``; camera: batch ``(C,)``; bbox: ``(C, 4)`` the person's boxes
+            and joints2d: ``(C, J, 2)`` its joints, both in the (distorted) image px;
+        size: crop side ``S``; scale: box enlargement (:func:`square_boxes`).
+    """
+    check_shape(images, "images", "(C, 3, H, W)")
+    check_shape(bbox, "bbox", f"({images.shape[0]}, 4)")
+    check_shape(joints2d, "joints2d", f"({images.shape[0]}, J, 2)")
+    bbox, uv = bbox.to(torch.promote_types(bbox.dtype, torch.float32)), joints2d
+    if camera.dist is not None and bool(camera.dist.abs().max() > 0):
+        bbox = undistort_boxes(bbox, camera)
+        uv = undistort_points(uv.to(camera.dtype), camera.K, camera.dist)
+    else:
+        camera = Camera(camera.K, camera.R, camera.t, None, camera.image_size)
+    box = square_boxes(bbox, scale)
+    crops = crop_images(images, box, size, camera=camera)
+    pinhole = Camera(camera.K, camera.R, camera.t, None, camera.image_size)
+    return PersonCrops(crops, crop_camera(pinhole, box.to(camera.dtype), size),
+                       crop_points(uv, box.to(uv.dtype), size), box)
 
 
 def crop_images(
@@ -180,8 +223,6 @@ def crop_images(
     v = boxes[:, 1:2] - 0.5 + frac[None] * wh[:, 1:2]
     uv = torch.stack(torch.broadcast_tensors(u[:, None, :], v[:, :, None]), dim=-1)  # (N, n, n, 2)
     if camera is not None and camera.dist is not None:
-        from mvbook.geometry.projection import distort_normalized, normalized_to_pixel, pixel_to_normalized
-
         if tuple(camera.batch_shape) != (N,):
             raise ValueError(f"camera must have batch shape ({N},) (one per image), got {tuple(camera.batch_shape)}")
         K, dist = camera.K.to(images.device), camera.dist.to(images.device)

@@ -263,3 +263,18 @@ def test_crops_of_distorted_images_are_pinhole_images_of_the_crop_camera():
     plain = crops.crop_images(coords, box, S, supersample=1)
     got_p = torch.nn.functional.grid_sample(plain[:, :2].double(), grid[:, None], align_corners=False)[:, :, 0]
     assert float((got_p.permute(0, 2, 1) - uv_d).norm(dim=-1)[inside].max()) > 1.0
+
+
+@pytest.mark.parametrize("distortion", [False, True])
+def test_crop_person_labels_are_projections_of_its_pinhole_cameras(distortion):
+    cam = make_rig("h36m", image_size=(320, 240), distortion=distortion, dtype=torch.float64).cameras
+    g = torch.Generator().manual_seed(1)
+    X = (torch.rand(17, 3, generator=g, dtype=torch.float64) - 0.5) * torch.tensor([600.0, 600.0, 1700.0]) \
+        + torch.tensor([0.0, 0.0, 900.0])
+    uv_d = cam.project(X[None].expand(len(cam), -1, -1))  # the image's (distorted) 2D labels
+    bbox = torch.cat([uv_d.amin(1) - 5, uv_d.amax(1) + 5], -1)
+    images = torch.zeros(len(cam), 3, 240, 320, dtype=torch.uint8)
+    cut = crops.crop_person(images, cam, bbox, uv_d, 64, 1.2)
+    assert cut.camera.dist is None and cut.images.shape == (len(cam), 3, 64, 64)
+    torch.testing.assert_close(cut.camera.project(X[None].expand(len(cam), -1, -1)), cut.joints2d,
+                               atol=1e-6, rtol=0)

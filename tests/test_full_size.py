@@ -61,7 +61,7 @@ def test_one_full_size_step_per_stage_on_cpu(full_plan, capsys):
     vol = lt.VolumetricTriangulationNet(copy.deepcopy(backbone), cfg)
     h = lt.fit(vol, "volumetric", lt.with_roots(frames, pelvis), plan, device="cpu", progress=False)
     report.append(("volumetric", time.perf_counter() - t, h))
-    for stage, seconds, hist in report:
+    for stage, _, hist in report:
         assert torch.isfinite(torch.tensor(hist.series("loss")[1])).all(), stage
     with capsys.disabled():
         print("\nfull-size smoke (chapter 10, CPU, batch 1 x 4 views, crop "

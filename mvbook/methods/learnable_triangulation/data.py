@@ -16,15 +16,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from mvbook.crops import (
-    crop_camera,
-    crop_images,
-    crop_points,
-    normalize_images,
-    square_boxes,
-    undistort_boxes,
-)
-from mvbook.geometry import Camera, undistort_points
+from mvbook.crops import crop_person, normalize_images
+from mvbook.geometry import Camera
 from mvbook.nn.backbones import BackboneOutput, SimpleBaseline
 from mvbook.runtime import resolve_device
 from mvbook.train import unwrap_model
@@ -130,18 +123,10 @@ def prepare(
         s = dataset[i]  # type: ignore[index]
         s = {k: (torch.as_tensor(v) if isinstance(v, np.ndarray) else v) for k, v in s.items()}
         images = s["images"]
-        camera = Camera.from_sample(s)
-        bbox, uv = s["bbox"][:, person].float(), s["joints2d"][:, person].float()
-        if camera.dist is not None and bool(camera.dist.abs().max() > 0):
-            # lens distortion: undistorted crops, so that the crop camera is a pinhole P
-            bbox = undistort_boxes(bbox, camera)
-            uv = undistort_points(uv.to(camera.dtype), camera.K, camera.dist).float()
-        else:
-            camera = Camera(camera.K, camera.R, camera.t, None, camera.image_size)
-        box = square_boxes(bbox, config.crop_scale)  # (C, 4)
-        crops = crop_images(images, box, S, camera=camera)
-        P = crop_camera(camera, box, S).P.float()  # (C, 3, 4), pinhole
-        uv_crop = crop_points(uv, box, S)
+        # undistorted crops when the cameras have lens distortion: the crop camera is a pinhole P
+        cut = crop_person(images, Camera.from_sample(s), s["bbox"][:, person],
+                          s["joints2d"][:, person].float(), S, config.crop_scale)
+        crops, P, uv_crop = cut.images, cut.camera.P.float(), cut.joints2d.float()  # P: (C, 3, 4)
         inside = ((uv_crop >= -0.5) & (uv_crop <= S - 0.5)).all(-1)
         subj = _meta_strings(s, "subject")
         act = _meta_strings(s, "action")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mvbook.crops import crop_camera, crop_images, crop_points, normalize_images, square_boxes
+from mvbook.crops import crop_camera, crop_person, crop_to_heatmap, normalize_images
 from mvbook.geometry import Camera
 from mvbook.train import distributed_info
 
@@ -85,14 +85,19 @@ def _sample_crops(sample: Mapping[str, Any], config: Config) -> dict[str, torch.
     """Crops, labels and heatmap-pixel intrinsics of person 0 in all views of one sample."""
     S, h = config.crop_size, config.heatmap_size
     images = torch.as_tensor(sample["images"])
+    dist = sample.get("dist")
     camera = Camera(torch.as_tensor(sample["K"]).double(), torch.as_tensor(sample["R"]).double(),
-                    torch.as_tensor(sample["t"]).double())
+                    torch.as_tensor(sample["t"]).double(),
+                    None if dist is None else torch.as_tensor(dist).double())
     X = torch.as_tensor(sample["joints3d"])[0].double()  # (J, 3) world mm
     uv_img = torch.as_tensor(sample["joints2d"])[:, 0].double()  # (C, J, 2)
-    box = square_boxes(torch.as_tensor(sample["bbox"])[:, 0].double(), config.crop_scale)
-    crops = crop_images(images, box, S)
-    K_hm = crop_camera(camera, box, h).K  # the crop read out at heatmap resolution
-    uv = crop_points(uv_img, box, h)
+    # undistorted crops when the cameras have lens distortion (pinhole crop cameras)
+    cut = crop_person(images, camera, torch.as_tensor(sample["bbox"])[:, 0].double(), uv_img, S,
+                      config.crop_scale)
+    crops, box = cut.images, cut.boxes.double()
+    pinhole = Camera(camera.K, camera.R, camera.t)
+    K_hm = crop_camera(pinhole, box, h).K  # the crop read out at heatmap resolution
+    uv = crop_to_heatmap(cut.joints2d, h, S)
     visible = ((uv >= -0.5) & (uv <= h - 0.5)).all(-1)
     Xc = camera.world_to_camera(X[None].expand(len(box), -1, -1))
     _, zr = pose_to_25d(Xc, K_hm, config.reference_bone, config.root_joint)
