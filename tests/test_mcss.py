@@ -248,3 +248,30 @@ def test_settings_profiles():
     with pytest.raises(ValueError, match="representation"):
         M.Config(representation="camera")
     assert TrainConfig(steps=1).steps == 1 and callable(train)
+
+
+def test_finetuned_last_stage_starts_equal_to_the_frozen_trunk():
+    from mvbook import zoo
+
+    trunk = zoo.load("trunk")
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (3, 3, 128, 128), generator=g, dtype=torch.uint8)
+    frozen = M.MCSSNet(trunk, M.Config())
+    tuned = M.MCSSNet(trunk, M.Config(finetune_stages=1))
+    f0, f1 = frozen.encode(images), tuned.encode(images)
+    assert f0.shape == (3, M.feature_dim(trunk, M.Config()))
+    assert f1.shape == (3, M.feature_dim(trunk, M.Config(finetune_stages=1))) and f1.shape[1] > f0.shape[1]
+    head = tuned.new_head().eval()
+    assert sum(p.numel() for p in head.stages.parameters() if p.requires_grad) > 0
+    assert not any(p.requires_grad for p in tuned.trunk.parameters())
+    with torch.no_grad():
+        assert torch.allclose(head._features(f1), f0, atol=1e-4)
+    # the head's copy trains; the trunk's stage does not move
+    before = [p.clone() for p in trunk.encoder[-1].parameters()]
+    head.train()
+    loss = head(f1)["pose"].square().mean()
+    loss.backward()
+    assert all(p.grad is not None for p in head.stages.parameters() if p.requires_grad)
+    assert all(torch.equal(a, b) for a, b in zip(before, trunk.encoder[-1].parameters()))
+    with pytest.raises(ValueError, match="finetune_stages"):
+        tuned.new_head(M.Config())

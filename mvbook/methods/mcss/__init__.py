@@ -31,7 +31,7 @@ from .config import (
 from .data import KEYS, FrameSet, JointBatches, Splits, encode_frames, labelled_frames, prepare
 from .evaluation import embedding_vs_pose, evaluate, predict, retrieval
 from .losses import distance_matrix, hardest_negatives, hardnet_loss, make_loss, pose_loss
-from .model import EmbeddingNet, MCSSHead, MCSSNet, feature_dim
+from .model import EmbeddingNet, MCSSHead, MCSSNet, encoding_shape, feature_dim
 from .training import fit, initial_net, main, new_head
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "settings",
     "canonical_angle", "from_canonical", "root_relative", "rotation_z", "to_canonical",
     "KEYS", "FrameSet", "JointBatches", "Splits", "encode_frames", "labelled_frames", "prepare",
-    "EmbeddingNet", "MCSSHead", "MCSSNet", "feature_dim",
+    "EmbeddingNet", "MCSSHead", "MCSSNet", "encoding_shape", "feature_dim",
     "distance_matrix", "hardest_negatives", "hardnet_loss", "make_loss", "pose_loss",
     "fit", "initial_net", "main", "new_head",
     "predict", "evaluate", "retrieval", "embedding_vs_pose",

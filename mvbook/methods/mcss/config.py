@@ -51,6 +51,8 @@ class Config:
       adds them; it states no weights).
     - ``representation``: ``"canonical"`` (eq. 3) or ``"global"`` root-relative targets.
     - ``root_joint``, ``left_hip``: joints of the canonical rotation's bone.
+    - ``finetune_stages``: how many of the trunk's last stages train with the head (0: the
+      trunk is frozen and its features are computed once; the paper fine-tunes all of it).
     """
 
     crop_size: int = 128
@@ -65,11 +67,14 @@ class Config:
     representation: str = "canonical"
     root_joint: int = ROOT_JOINT
     left_hip: int = LEFT_HIP
+    finetune_stages: int = 0
 
     def __post_init__(self) -> None:
         check_choice(self.representation, "representation", REPRESENTATIONS)
         check_positive(self.crop_scale, "crop_scale")
         check_positive(self.alpha, "alpha")
+        if not isinstance(self.finetune_stages, int) or self.finetune_stages < 0:
+            raise ValueError(f"finetune_stages must be an int >= 0, got {self.finetune_stages!r}")
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0, got {self.beta}")
 
@@ -115,7 +120,10 @@ def settings(profile: str) -> Settings:
 
     zoo_profile = by_profile(profile, smoke="quick", quick="quick", full="full")
     rec = recipe("trunk", zoo_profile)
-    config = Config(crop_size=rec.crop_size, crop_scale=rec.crop_scale)
+    # the CPU profiles freeze the trunk (features computed once); the full profile trains its
+    # last stage with the head (the paper fine-tunes the whole ResNet)
+    config = Config(crop_size=rec.crop_size, crop_scale=rec.crop_scale,
+                    finetune_stages=by_profile(profile, smoke=0, quick=0, full=1))
     return Settings(
         config=config,
         frame_stride=1,  # the studio renders at 10 fps: the paper's training rate (every 5th at 50 fps)

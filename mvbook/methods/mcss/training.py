@@ -41,9 +41,8 @@ def initial_net(plan: Settings, config: Config | None = None) -> MCSSNet:
 
 
 def new_head(net: MCSSNet, config: Config | None = None) -> MCSSHead:
-    """A fresh head for ``net``'s trunk features (seed torch first)."""
-    return MCSSHead(net.head.embedding.layers[0].in_features, config or net.config,
-                    net.head.num_joints)
+    """A fresh head for ``net``'s trunk features (seed torch first): :meth:`MCSSNet.new_head`."""
+    return net.new_head(config)
 
 
 def fit(head: MCSSHead, mode: str, train_set: FrameSet, labelled: torch.Tensor | None,
