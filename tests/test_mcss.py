@@ -275,3 +275,31 @@ def test_finetuned_last_stage_starts_equal_to_the_frozen_trunk():
     assert all(torch.equal(a, b) for a, b in zip(before, trunk.encoder[-1].parameters()))
     with pytest.raises(ValueError, match="finetune_stages"):
         tuned.new_head(M.Config())
+
+
+def test_encode_frames_subsamples_in_time_and_keeps_labels():
+    from mvbook import zoo
+
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for f in range(6):
+        samples.append({
+            "images": torch.randint(0, 256, (4, 3, 48, 48), generator=g, dtype=torch.uint8),
+            "bbox": torch.tensor([[[10.0, 8.0, 30.0, 40.0]]]).expand(4, 1, 4),
+            "joints3d": random_poses(1, f).float(),
+            "frame": f, "subject": "S1", "sequence": "S1_walk_0"})
+    net = M.MCSSNet(zoo.load("trunk"), M.Config())
+    fs = M.encode_frames(samples, net, net.config, frame_stride=2, keep_images=1, chunk=2,
+                         progress=False)
+    assert len(fs) == 3 and fs.order.tolist() == [0, 1, 2]
+    assert fs.features.shape == (3, 4, M.feature_dim(net.trunk, net.config))
+    assert fs.images.shape == (1, 4, 3, 128, 128)
+    assert torch.equal(fs.joints[1], samples[2]["joints3d"][0])
+    from mvbook.crops import crop_images, square_boxes
+
+    box = square_boxes(samples[2]["bbox"][:, 0].double(), net.config.crop_scale)
+    crops = crop_images(samples[2]["images"], box, net.config.crop_size)
+    assert torch.equal(fs.images[0], crop_images(samples[0]["images"], box, net.config.crop_size))
+    assert torch.allclose(net.encode(crops), fs.features[1], atol=1e-5)
+    with pytest.raises(ValueError, match="frame_stride"):
+        M.encode_frames(samples, net, net.config, frame_stride=0)
