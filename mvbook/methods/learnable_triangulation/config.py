@@ -8,7 +8,7 @@ both read it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mvbook.nn.backbones import BackboneConfig, resnet18_like
 from mvbook.runtime import by_profile
@@ -135,7 +135,7 @@ PRETRAINED = ("pose2d", "none")
 
 def settings(profile: str, data: str = "studio", pretrained: str = "pose2d",
              backbone_weights: str | None = None,
-             backbone_layout: str = "learnable-triangulation") -> Settings:
+             backbone_layout: str = "learnable-triangulation", dry_run: bool = False) -> Settings:
     """The profile table of the chapter (``smoke``: seconds; ``quick``: minutes on a CPU;
     ``full``: GPU scale).
 
@@ -151,6 +151,11 @@ def settings(profile: str, data: str = "studio", pretrained: str = "pose2d",
     learnable-triangulation 2D checkpoint (:func:`mvbook.nn.checkpoints.load_simple_baselines`,
     joint order ``backbone_layout``), on crops of 64 / 128 / 384 px (smoke / quick / full; the
     paper's 384 in full); ``plan.pretrained`` is then ``"checkpoint"``.
+
+    ``dry_run=True`` keeps the profile's networks but trains one step per stage with batch 2 on
+    at most 2 frames per split, on the smallest cube its V2V takes (``2**v2v_levels`` voxels a
+    side: 32^3 in full; ``tests/test_full_size.py`` runs the full 64^3): the whole path of a
+    profile (e.g. ``full``, which needs a GPU for real) checked end to end in minutes on a CPU.
     """
     check_choice(pretrained, "pretrained", PRETRAINED)
     zoo_profile = by_profile(profile, smoke="quick", quick="quick", full="full")
@@ -197,7 +202,7 @@ def settings(profile: str, data: str = "studio", pretrained: str = "pose2d",
     )
     pretrain_steps = 0 if pretrained != "none" else by_profile(profile, smoke=4, quick=3000,
                                                                 full=20000)
-    return Settings(
+    plan = Settings(
         config=config,
         steps=by_profile(profile,
                          smoke=dict(pretrain=pretrain_steps, algebraic=2, volumetric=2),
@@ -219,6 +224,13 @@ def settings(profile: str, data: str = "studio", pretrained: str = "pose2d",
         backbone_weights=str(backbone_weights) if backbone_weights else None,
         backbone_layout=backbone_layout,
     )
+    if dry_run:
+        levels = plan.config.v2v_levels
+        plan.config = replace(plan.config, volume_resolution=min(plan.config.volume_resolution, 2**levels))
+        plan.steps = {k: min(v, 1) for k, v in plan.steps.items()}
+        plan.batch = {k: 2 for k in plan.batch}  # two frames: batch norm at the 1^3 bottom of V2V
+        plan.max_frames = {"train": 2, "test": 2}
+    return plan
 
 
 def initial_backbone(plan: Settings):
