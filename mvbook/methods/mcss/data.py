@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mvbook.crops import crop_images, square_boxes
+from mvbook.crops import crop_images, crop_person, square_boxes
+from mvbook.geometry import Camera
 from mvbook.train import distributed_info
 from mvbook.validation import check_choice
 
@@ -104,8 +105,13 @@ def encode_frames(dataset: Any, net: MCSSNet, config: Config, frame_stride: int 
         frame = int(sample["frame"])
         if frame % frame_stride:
             continue
-        box = square_boxes(torch.as_tensor(sample["bbox"])[:, 0].double(), config.crop_scale)
-        crops = crop_images(torch.as_tensor(sample["images"]), box, config.crop_size)
+        images_s, bbox = torch.as_tensor(sample["images"]), torch.as_tensor(sample["bbox"])[:, 0].double()
+        if "K" in sample:  # calibrated: undistorted crops for distorted cameras
+            crops = crop_person(images_s, Camera.from_sample(sample), bbox,
+                                torch.as_tensor(sample["joints2d"])[:, 0].double(), config.crop_size,
+                                config.crop_scale).images
+        else:
+            crops = crop_images(images_s, square_boxes(bbox, config.crop_scale), config.crop_size)
         n_views = crops.shape[0]
         pending.append(crops)
         if kept < keep_images:
