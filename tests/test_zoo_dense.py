@@ -55,7 +55,7 @@ def test_uv_of_the_part_and_the_loss_match_a_loop():
     maps = torch.randn(2, 1 + 3 * NUM_PARTS, 4, 4, generator=g)
     part = torch.randint(0, NUM_PARTS + 1, (2, 4, 4), generator=g)
     _, uv = dense.split_outputs(maps)
-    got = dense._uv_at(uv, part)
+    got = dense.uv_at(uv, part)
     for n in range(2):
         for a in range(4):
             for b in range(4):

@@ -32,7 +32,7 @@ from .bank import TensorBank
 from .recipes import Recipe
 
 __all__ = ["DenseBank", "build_model", "person_crops", "make_loss", "predict_iuv", "evaluate",
-           "UV_WEIGHT"]
+           "split_outputs", "uv_at", "dense_loss", "UV_WEIGHT"]
 
 #: Weight of the UV term against the part cross-entropy.
 UV_WEIGHT = 5.0
@@ -107,7 +107,7 @@ def split_outputs(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return logits, uv
 
 
-def _uv_at(uv: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+def uv_at(uv: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
     """The UV pair of part ``part (N, h, w)`` (1..P; 0 reads part 1) from ``uv (N, P, 2, h, w)``."""
     idx = (part.clamp_min(1) - 1)[:, None, None].expand(-1, 1, 2, -1, -1)
     return uv.gather(1, idx)[:, 0]  # (N, 2, h, w)
@@ -120,7 +120,7 @@ def dense_loss(maps: torch.Tensor, iuv: torch.Tensor) -> tuple[torch.Tensor, dic
     part = iuv[:, 0].round().long()
     ce = F.cross_entropy(logits.float(), part)
     fg = part > 0
-    pred = _uv_at(uv, part)
+    pred = uv_at(uv, part)
     err = F.smooth_l1_loss(pred, iuv[:, 1:], beta=0.05, reduction="none").sum(1)
     l_uv = (err * fg).sum() / fg.sum().clamp_min(1)
     with torch.no_grad():
@@ -149,7 +149,7 @@ def predict_iuv(model: SimpleBaseline, images: torch.Tensor, *, batch_size: int 
     for a in range(0, len(images), batch_size):
         logits, uv = split_outputs(model(normalize_images(images[a:a + batch_size].to(device))).heatmaps)
         part = logits.argmax(1)
-        out.append(torch.cat([part[:, None].float(), _uv_at(uv, part)], 1).cpu())
+        out.append(torch.cat([part[:, None].float(), uv_at(uv, part)], 1).cpu())
     model.train(was)
     return torch.cat(out)
 
