@@ -16,9 +16,18 @@ from mvbook.studio.build import build_studio, cache_root, dataset_path, open_dat
 from mvbook.studio.motion import CLIPS, MAIN_CLIPS
 from mvbook.studio.rigs import RIGS, make_rig
 from mvbook.studio.scenes import TEST_SUBJECTS, TRAIN_SUBJECTS, StudioConfig, profile_config
+from mvbook.studio.surface import (
+    dense_keypoint_metrics,
+    geodesic_distance,
+    posed_vertices,
+    sample_primitives,
+    surface_mesh,
+)
 
 __all__ = [
     "CLIPS", "H36M_JOINTS", "MAIN_CLIPS", "NUM_PARTS", "PART_NAMES", "RIGS", "TEST_SUBJECTS",
     "TRAIN_SUBJECTS", "StudioConfig", "build_studio", "cache_root", "dataset_path", "make_rig",
     "open_data", "profile_config", "rest_surface_points",
+    "dense_keypoint_metrics", "geodesic_distance", "posed_vertices", "sample_primitives",
+    "surface_mesh",
 ]
