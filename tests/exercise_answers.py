@@ -361,4 +361,84 @@ for i in range(n_ex):
 my_at1 = sum(errs) / len(errs)
 """),
     ],
+    # 40 dense keypoints
+    "ch40-ex1-solution": [
+        ("normalised over view a (columns) instead of rows", """
+def matchability(u_a, u_b, g_a, g_b, sigma):
+    s = -((u_a[:, None] - u_b[None]) ** 2).sum(-1) / (2 * sigma**2)
+    w = torch.exp(s) * (g_a[:, None] == g_b[None])
+    return w / w.sum(0, keepdim=True).clamp_min(1e-300)
+"""),
+        ("groups ignored", """
+def matchability(u_a, u_b, g_a, g_b, sigma):
+    return torch.softmax(-((u_a[:, None] - u_b[None]) ** 2).sum(-1) / (2 * sigma**2), dim=1)
+"""),
+        ("sigma not squared", """
+def matchability(u_a, u_b, g_a, g_b, sigma):
+    s = -((u_a[:, None] - u_b[None]) ** 2).sum(-1) / (2 * sigma)
+    w = torch.exp(s) * (g_a[:, None] == g_b[None])
+    return w / w.sum(1, keepdim=True).clamp_min(1e-300)
+"""),
+        ("the distance instead of its square", """
+def matchability(u_a, u_b, g_a, g_b, sigma):
+    s = -(u_a[:, None] - u_b[None]).norm(dim=-1) / (2 * sigma**2)
+    w = torch.exp(s) * (g_a[:, None] == g_b[None])
+    return w / w.sum(1, keepdim=True).clamp_min(1e-300)
+"""),
+        ("NaN rows for a group absent from view b", """
+def matchability(u_a, u_b, g_a, g_b, sigma):
+    s = -((u_a[:, None] - u_b[None]) ** 2).sum(-1) / (2 * sigma**2)
+    w = torch.exp(s) * (g_a[:, None] == g_b[None])
+    return w / w.sum(1, keepdim=True)
+"""),
+    ],
+    "ch40-ex2-solution": [
+        ("<= instead of < (the tolerance itself counts)", """
+def visible(u_a, u_b, g_a, g_b, eps):
+    close = ((u_a[:, None] - u_b[None]).norm(dim=-1) <= eps) & (g_a[:, None] == g_b[None])
+    return close.any(1), close.any(0)
+"""),
+        ("groups ignored", """
+def visible(u_a, u_b, g_a, g_b, eps):
+    close = (u_a[:, None] - u_b[None]).norm(dim=-1) < eps
+    return close.any(1), close.any(0)
+"""),
+        ("v_a and v_b swapped", """
+def visible(u_a, u_b, g_a, g_b, eps):
+    close = ((u_a[:, None] - u_b[None]).norm(dim=-1) < eps) & (g_a[:, None] == g_b[None])
+    return close.any(0), close.any(1)
+"""),
+        ("every pixel of a group that exists in the other view", """
+def visible(u_a, u_b, g_a, g_b, eps):
+    same = g_a[:, None] == g_b[None]
+    return same.any(1), same.any(0)
+"""),
+    ],
+    "ch40-ex3-solution": [
+        ("nearest in pixels instead of surface coordinates", """
+dx = (x_a[:, None] - x_b[None]).norm(dim=-1)
+dx = torch.where(g_a[:, None] == g_b[None], dx, torch.full_like(dx, math.inf))
+my_eq2 = float(epipolar_distance(x_a, x_b[dx.argmin(1)], F_ab).mean())
+"""),
+        ("groups ignored", """
+j_star = (u_a[:, None] - u_b[None]).norm(dim=-1).argmin(1)
+my_eq2 = float(epipolar_distance(x_a, x_b[j_star], F_ab).mean())
+"""),
+        ("the line of x' in view a (F transposed)", """
+du = (u_a[:, None] - u_b[None]).norm(dim=-1)
+du = torch.where(g_a[:, None] == g_b[None], du, torch.full_like(du, math.inf))
+my_eq2 = float(epipolar_distance(x_a, x_b[du.argmin(1)], F_ab.T).mean())
+"""),
+        ("the algebraic error without the line normalisation", """
+du = (u_a[:, None] - u_b[None]).norm(dim=-1)
+du = torch.where(g_a[:, None] == g_b[None], du, torch.full_like(du, math.inf))
+xb_h = torch.cat([x_b[du.argmin(1)], torch.ones(n, 1, dtype=x_b.dtype)], 1)
+xa_h = torch.cat([x_a, torch.ones(n, 1, dtype=x_a.dtype)], 1)
+my_eq2 = float(((xb_h @ F_ab) * xa_h).sum(1).abs().mean())
+"""),
+        ("the soft expected error of eq. 6 at the chapter's sigma", """
+my_eq2 = float(dense.expected_pair_cost(u_a, u_b, sigma=0.05, x_a=x_a, x_b=x_b, F=F_ab,
+                                        groups_a=g_a, groups_b=g_b)[0].mean())
+"""),
+    ],
 }
