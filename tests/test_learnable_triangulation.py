@@ -274,6 +274,106 @@ def test_cached_backbone_gives_the_same_predictions(crops):
         )
 
 
+def _stream_predictors(backbone, cfg):
+    torch.manual_seed(1)
+    alg = lt.AlgebraicTriangulationNet(backbone, cfg).eval()
+    vol = lt.VolumetricTriangulationNet(backbone, cfg).eval()
+    return {"naive": (lt.naive_predictor(backbone), [backbone]),
+            "algebraic": (lt.algebraic_predictor(alg), [alg]),
+            "volumetric": (lt.volumetric_predictor(vol, root=lt.algebraic_predictor(alg)), [vol, alg])}
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_streamed_evaluation_equals_in_memory_evaluation(frozen):
+    """Cropping the test set chunk by chunk (CropStream) gives the same per-frame predictions,
+    subjects, actions and per-action tables as cropping it all at once (prepare)."""
+    torch.manual_seed(0)
+    samples = make_samples(n=7, seed=3)
+    samples[5]["action"] = "Eating"  # an action first seen in a later chunk
+    cfg = small_config(freeze_backbone=frozen)
+    backbone = SimpleBaseline(J, cfg.backbone).eval()
+    held = lt.prepare(samples, cfg, progress=False)
+    if frozen:
+        held = lt.cache_backbone(backbone, held)
+    stream = lt.CropStream(samples, cfg, chunk_size=3, backbone=backbone if frozen else None)
+    assert len(stream) == 7 and stream.num_chunks == 3
+    predictors = _stream_predictors(backbone, cfg)
+    a = lt.predict_many(predictors, held, batch_size=3)
+    b = lt.predict_many(predictors, stream, batch_size=3)
+    assert held.actions == stream.actions and held.subjects == stream.subjects
+    for name in predictors:
+        for k in ("gt", "subject", "action", "index"):
+            torch.testing.assert_close(a[name][k], b[name][k])
+        torch.testing.assert_close(a[name]["pred"], b[name]["pred"], atol=1e-3, rtol=1e-5)
+    for root in (0, None):
+        ta = lt.errors_table(a, held.actions, root_joint=root, all_frames=True)
+        tb = lt.errors_table(b, stream.actions, root_joint=root, all_frames=True)
+        assert ta[:2] == tb[:2] and ta[1][-2:] == ["average", "all frames"]
+        np.testing.assert_allclose(ta[2], tb[2], rtol=1e-4)
+    # the rows of given frames (e.g. the held ones within a streamed evaluation of all frames)
+    sub = lt.select_frames(b["naive"], held.tensors["index"][[4, 1]])
+    torch.testing.assert_close(sub["pred"], b["naive"]["pred"][[4, 1]])
+    assert sub["index"].tolist() == held.tensors["index"][[4, 1]].tolist()
+    assert lt.select_frames(b["naive"], [0, 99]) is None
+    # predict and evaluate take a stream too
+    one = lt.predict(predictors["naive"][0], stream, batch_size=3)
+    torch.testing.assert_close(one["pred"], a["naive"]["pred"], atol=1e-3, rtol=1e-5)
+    m_held = lt.evaluate(predictors["naive"][0], held, batch_size=3)
+    m_stream = lt.evaluate(predictors["naive"][0], stream, batch_size=3)
+    assert m_held.keys() == m_stream.keys()
+    assert all(m_held[k] == pytest.approx(m_stream[k], rel=1e-4) for k in m_held)
+
+
+def test_stream_memory_is_bounded_by_the_chunk():
+    """Twice the frames, the same largest chunk: what a stream holds does not grow with the
+    number of test frames (the accumulated predictions are J x 3 floats per frame)."""
+    cfg = small_config(freeze_backbone=True)
+    backbone = SimpleBaseline(J, cfg.backbone).eval()
+    samples = make_samples(n=12, seed=4)
+    seen = []
+
+    class Counting(list):
+        def __getitem__(self, i):
+            seen.append(int(i))
+            return super().__getitem__(i)
+
+    peaks, sizes = [], []
+    for n in (6, 12):
+        stream = lt.CropStream(Counting(samples[:n]), cfg, chunk_size=3, backbone=backbone)
+        seen.clear()
+        chunk_frames = [len(c) for c in stream.chunks()]
+        assert chunk_frames == [3] * (n // 3)
+        assert seen == list(range(n))  # each frame read once, in order
+        peaks.append(stream.peak_bytes)
+        one = lt.prepare(samples[:3], cfg, progress=False)
+        sizes.append(sum(t.numel() * t.element_size()
+                         for t in lt.cache_backbone(backbone, one).tensors.values()))
+        out = lt.predict(lt.naive_predictor(backbone), stream, batch_size=3)
+        assert out["pred"].shape == (n, J, 3)
+    assert peaks[0] == peaks[1] == sizes[0]
+
+
+def test_test_source_keeps_held_frames_or_streams_the_rest():
+    cfg = small_config()
+    samples = make_samples(n=6, seed=5)
+    plan = lt.Settings(config=cfg, steps={}, batch={}, lr={},
+                       max_frames={"train": None, "test": None}, max_test_frames=None, eval_chunk=4)
+    held = lt.prepare(samples, cfg, progress=False)
+    assert lt.test_source(samples, held, plan) is held           # every frame is in memory
+    plan.max_frames["test"] = 3                                  # 3 held, all 6 to evaluate
+    held3 = lt.prepare(samples, cfg, stride=lt.frame_stride(6, 3), progress=False)
+    src = lt.test_source(samples, held3, plan)
+    assert isinstance(src, lt.CropStream) and len(src) == 6 and src.chunk_size == 4
+    plan.max_test_frames = 3                                     # the held frames are the ones
+    assert lt.test_source(samples, held3, plan) is held3
+    with pytest.raises(ValueError, match="held has 6 frames"):
+        lt.test_source(samples, held, plan)
+    frozen = dataclasses.replace(plan, config=small_config(freeze_backbone=True), max_test_frames=0)
+    with pytest.raises(ValueError, match="backbone="):
+        lt.test_source(samples, held3, frozen)
+    assert [lt.frame_stride(10, k) for k in (None, 0, 3, 10, 20)] == [1, 1, 4, 1, 1]
+
+
 def test_errors_2d_finds_left_right_confusions(crops):
     """A detector that answers every left joint with its right partner is flagged as such."""
     data = crops.subset([0, 1])

@@ -18,21 +18,25 @@ Two ways of turning calibrated views into a 3D pose, both trained end to end wit
 Baselines: per-view heatmap argmax then plain DLT ("naive"), and RANSAC triangulation.
 
 The method contract (:mod:`mvbook.methods`): :class:`Config` and :func:`settings` (config.py),
-:func:`prepare` (data.py), the networks (model.py), :func:`make_loss` (losses.py), :func:`fit`
-and :func:`main` (training.py), the predictors, :func:`predict` and :func:`evaluate`
-(evaluation.py). Units: mm in 3D, crop pixels in 2D.
+:func:`prepare` and :func:`test_source` (data.py; a test set too large for memory is cropped
+chunk by chunk, :class:`CropStream`), the networks (model.py), :func:`make_loss` (losses.py),
+:func:`fit` and :func:`main` (training.py), the predictors, :func:`predict`,
+:func:`predict_many` and :func:`evaluate` (evaluation.py). Units: mm in 3D, crop pixels in 2D.
 """
 
 from .config import PRETRAINED, STAGES, Config, Settings, initial_backbone, settings
 from .data import (
     CACHE_KEYS,
     CropSet,
+    CropStream,
     augment_views,
     cache_backbone,
     cached_outputs,
+    frame_stride,
     partner_joints,
     prepare,
     select_views,
+    test_source,
     with_roots,
 )
 from .evaluation import (
@@ -46,7 +50,9 @@ from .evaluation import (
     evaluate,
     naive_predictor,
     predict,
+    predict_many,
     ransac_predictor,
+    select_frames,
     soft_argmax_errors,
     volumetric_predictor,
 )
@@ -56,12 +62,13 @@ from .training import fit, main
 
 __all__ = [
     "PRETRAINED", "STAGES", "Config", "Settings", "initial_backbone", "settings",
-    "CACHE_KEYS", "CropSet", "prepare", "cache_backbone", "cached_outputs", "augment_views",
-    "select_views", "partner_joints", "with_roots",
+    "CACHE_KEYS", "CropSet", "CropStream", "prepare", "cache_backbone", "cached_outputs",
+    "augment_views", "select_views", "partner_joints", "with_roots", "frame_stride", "test_source",
     "AlgebraicTriangulationNet", "VolumetricTriangulationNet",
     "make_loss", "soft_mse_loss", "volumetric_loss",
     "fit", "main",
     "Predictor", "argmax_joints", "errors_2d", "naive_predictor", "ransac_predictor",
-    "algebraic_predictor", "volumetric_predictor", "predict", "evaluate", "errors_table", "soft_argmax_errors",
+    "algebraic_predictor", "volumetric_predictor", "predict", "predict_many", "select_frames",
+    "evaluate", "errors_table", "soft_argmax_errors",
     "ALPHAS", "choose_alpha",
 ]

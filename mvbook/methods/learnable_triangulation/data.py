@@ -4,12 +4,15 @@
 (:mod:`mvbook.crops`) into a :class:`CropSet`; the crop cameras ``P = K' [R | t]`` with
 ``K'`` from :func:`mvbook.crops.crop_camera` are what the models project with. With a frozen
 backbone its outputs are computed once (:func:`cache_backbone`) and the heads train on them.
-Lens distortion is not modelled by the crop cameras: use undistorted data (the studio has none).
+Crops of cameras with lens distortion are undistorted as they are cut, so every crop camera is
+a pinhole. A test set too large to hold is cropped chunk by chunk instead (:class:`CropStream`,
+:func:`test_source`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +31,10 @@ from .config import Config
 __all__ = [
     "CACHE_KEYS",
     "CropSet",
+    "CropStream",
+    "frame_stride",
     "prepare",
+    "test_source",
     "cache_backbone",
     "cached_outputs",
     "augment_views",
@@ -99,6 +105,7 @@ def prepare(
     person: int = 0,
     max_samples: int | None = None,
     stride: int = 1,
+    indices: Sequence[int] | None = None,
     progress: bool = True,
 ) -> CropSet:
     """Crop every view of every sample around the person's box (done once, kept in memory).
@@ -108,11 +115,15 @@ def prepare(
         config: gives ``crop_size`` and ``crop_scale``.
         person: which person of each sample (the chapter's data are single-person, P = 1).
         max_samples / stride: take every ``stride``-th sample, at most ``max_samples``.
+        indices: the samples to take (then ``stride`` and ``max_samples`` are not used).
     """
-    n_total = len(dataset)  # type: ignore[arg-type]
-    indices = list(range(0, n_total, stride))
-    if max_samples is not None:
-        indices = indices[:max_samples]
+    if indices is None:
+        n_total = len(dataset)  # type: ignore[arg-type]
+        indices = list(range(0, n_total, stride))
+        if max_samples is not None:
+            indices = indices[:max_samples]
+    if not len(indices):
+        raise ValueError("prepare: no samples to crop (empty dataset or indices)")
     S = config.crop_size
     out: dict[str, list[torch.Tensor]] = {
         k: [] for k in ("images", "P", "joints2d", "visibility", "joints3d", "subject", "action", "index")
@@ -144,6 +155,120 @@ def prepare(
         out["index"].append(torch.tensor(int(s.get("index", i))))
     tensors = {k: torch.stack(v) for k, v in out.items()}
     return CropSet(tensors, subjects, actions)
+
+
+def frame_stride(n: int, limit: int | None) -> int:
+    """Every how many of ``n`` frames to take to keep at most ``limit`` of them, evenly spread
+    (None or 0: all, stride 1). The chapter's in-memory sets and :func:`test_source` use it."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be None or >= 0, got {limit}")
+    return 1 if not limit else max(1, math.ceil(n / limit))
+
+
+def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+class CropStream:
+    """The frames of a dataset cropped ``chunk_size`` at a time: evaluation over every test frame
+    with memory bounded by one chunk, whatever the number of frames.
+
+    :meth:`chunks` yields one :class:`CropSet` per chunk (:func:`prepare` of those frames, plus
+    the outputs of a frozen ``backbone`` when one is given, :func:`cache_backbone`, stored as
+    ``cache_dtype``). A chunk's ``subject`` and ``action`` indices refer to the stream's
+    :attr:`subjects` and :attr:`actions` (name lists grown as names appear), so results of all
+    chunks can be concatenated; a chunk is dropped when the next one is made.
+    :func:`~.evaluation.predict` and :func:`~.evaluation.predict_many` take a stream wherever
+    they take a :class:`CropSet` and keep only the predictions (``J x 3`` floats per frame and
+    predictor). :attr:`peak_bytes` is the size of the largest chunk's tensors so far (bytes):
+    what the chunk size bounds.
+
+    Args:
+        dataset: a ``MultiviewDataset`` (or any sequence of sample dicts in the common format).
+        config: the crop size and scale (:class:`~.config.Config`).
+        chunk_size: frames cropped at a time.
+        stride / max_frames: take every ``stride``-th frame, at most ``max_frames`` (None: all).
+        backbone: a frozen backbone whose outputs the chunks carry (None: images only).
+    """
+
+    def __init__(self, dataset, config: Config, *, chunk_size: int = 256, stride: int = 1,
+                 max_frames: int | None = None, backbone: SimpleBaseline | None = None,
+                 device: str | torch.device = "cpu", cache_dtype: torch.dtype = torch.float16,
+                 progress: bool = False) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self.dataset = dataset
+        self.config = config
+        self.chunk_size = int(chunk_size)
+        self.indices = list(range(0, len(dataset), stride))[:max_frames or None]
+        if not self.indices:
+            raise ValueError("CropStream: the dataset has no frames")
+        self.backbone = backbone
+        self.device = device
+        self.cache_dtype = cache_dtype
+        self.progress = progress
+        self.subjects: list[str] = []
+        self.actions: list[str] = []
+        self.peak_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def num_chunks(self) -> int:
+        return math.ceil(len(self.indices) / self.chunk_size)
+
+    def _global(self, names: list[str], own: list[str], local: torch.Tensor) -> torch.Tensor:
+        for name in own:
+            if name not in names:
+                names.append(name)
+        table = torch.tensor([names.index(name) for name in own], dtype=local.dtype)
+        return table[local]
+
+    def chunks(self) -> Iterator[CropSet]:
+        """The chunks, in frame order (each a :class:`CropSet` of at most ``chunk_size`` frames)."""
+        starts = range(0, len(self.indices), self.chunk_size)
+        for s in tqdm(starts, desc="test chunks", disable=not self.progress, leave=False):
+            part = prepare(self.dataset, self.config, indices=self.indices[s : s + self.chunk_size],
+                           progress=False)
+            tensors = dict(part.tensors)
+            tensors["subject"] = self._global(self.subjects, part.subjects, tensors["subject"])
+            tensors["action"] = self._global(self.actions, part.actions, tensors["action"])
+            part = CropSet(tensors, list(self.subjects), list(self.actions))
+            if self.backbone is not None:
+                part = cache_backbone(self.backbone, part, device=self.device, dtype=self.cache_dtype)
+            self.peak_bytes = max(self.peak_bytes, _nbytes(part.tensors))
+            yield part
+
+
+def test_source(dataset, held: CropSet, plan, *, backbone: SimpleBaseline | None = None,
+                device: str | torch.device = "cpu", progress: bool = False) -> CropSet | CropStream:
+    """What the chapter's main evaluation runs over: ``plan.max_test_frames`` frames of the test
+    ``dataset`` (None or 0: every frame; otherwise evenly spread, :func:`frame_stride`).
+
+    ``held`` is the in-memory test set, cropped from ``dataset`` with the stride
+    ``frame_stride(len(dataset), plan.max_frames["test"])`` (and carrying the backbone's cache
+    when ``plan.config.freeze_backbone``). When it holds exactly the frames to evaluate it is
+    returned; otherwise a :class:`CropStream` of those frames in chunks of ``plan.eval_chunk``
+    (with ``backbone``'s cached outputs when the backbone is frozen).
+    """
+    n = len(dataset)
+    held_stride = frame_stride(n, plan.max_frames["test"])
+    if len(held) != len(range(0, n, held_stride)):
+        raise ValueError(f"held has {len(held)} frames; cropped with stride {held_stride} from the "
+                         f"{n} frames of dataset it would have {len(range(0, n, held_stride))}")
+    stride = frame_stride(n, plan.max_test_frames)
+    if stride == held_stride:
+        return held
+    frozen = plan.config.freeze_backbone
+    if frozen and backbone is None:
+        raise ValueError("a frozen backbone's outputs are cached: pass backbone= to stream the test set")
+    return CropStream(dataset, plan.config, chunk_size=plan.eval_chunk, stride=stride,
+                      backbone=backbone if frozen else None, device=device, progress=progress)
 
 
 def with_roots(data: CropSet, roots: torch.Tensor) -> CropSet:

@@ -2,13 +2,15 @@
 
 A *predictor* maps a :class:`~.data.CropSet` batch to 3D joints ``(B, J, 3)`` mm: the naive
 baseline (per-view argmax + DLT), RANSAC, the algebraic and the volumetric model.
-:func:`predict` runs one over a set (per-sample predictions); :func:`evaluate` reduces them to
-the paper's numbers (``dict[str, float]``); :func:`errors_table` gives the per-action tables.
+:func:`predict` runs one over a set (per-sample predictions), :func:`predict_many` several in one
+pass; both take an in-memory :class:`~.data.CropSet` or a :class:`~.data.CropStream` (a test set
+cropped chunk by chunk). :func:`evaluate` reduces predictions to the paper's numbers
+(``dict[str, float]``); :func:`errors_table` gives the per-action tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +26,7 @@ from mvbook.nn.backbones import SimpleBaseline
 from mvbook.runtime import resolve_device
 from mvbook.train import to_device
 
-from .data import CACHE_KEYS, CropSet, cached_outputs, partner_joints, select_views
+from .data import CACHE_KEYS, CropSet, CropStream, cached_outputs, partner_joints, select_views
 from .model import AlgebraicTriangulationNet, VolumetricTriangulationNet
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "algebraic_predictor",
     "volumetric_predictor",
     "predict",
+    "predict_many",
+    "select_frames",
     "evaluate",
     "errors_table",
 ]
@@ -201,10 +205,73 @@ def volumetric_predictor(
     return predict
 
 
+def _chunks(data: CropSet | CropStream) -> Iterator[CropSet]:
+    if isinstance(data, CropStream):
+        yield from data.chunks()
+    elif isinstance(data, CropSet):
+        yield data
+    else:
+        raise TypeError(f"data must be a CropSet or a CropStream, got {type(data).__name__}")
+
+
 @torch.no_grad()
+def predict_many(
+    predictors: Mapping[Hashable, Predictor | tuple[Predictor, Iterable[nn.Module]]],
+    data: CropSet | CropStream,
+    *,
+    views: Sequence[int] | None = None,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    models: Iterable[nn.Module] = (),
+    progress: bool = False,
+) -> dict[Hashable, dict[str, torch.Tensor]]:
+    """Run several predictors over the same frames in one pass; per-sample predictions of each.
+
+    Args:
+        predictors: name -> predictor, or name -> ``(predictor, modules it runs)``.
+        data: a :class:`~.data.CropSet` (in memory), or a :class:`~.data.CropStream`: then each
+            chunk is cropped once, every predictor runs on it, and only the predictions are kept
+            (memory: one chunk plus ``J x 3`` floats per frame and predictor).
+        views: indices of the views to use (default all) -- for MPJPE versus number of views.
+        models: further modules to put in eval mode first.
+
+    Returns:
+        name -> dict with ``pred`` ``(N, J, 3)`` mm, ``gt`` ``(N, J, 3)``, ``subject``,
+        ``action``, ``index`` ``(N,)`` (cpu tensors; ``subject``/``action`` index
+        ``data.subjects``/``data.actions``).
+    """
+    dev = resolve_device(device)
+    runs: dict[Hashable, Predictor] = {}
+    for name, entry in predictors.items():
+        fn, mods = entry if isinstance(entry, tuple) else (entry, ())
+        runs[name] = fn
+        for m in mods:
+            m.eval()
+    for m in models:
+        m.eval()
+    preds: dict[Hashable, list[torch.Tensor]] = {name: [] for name in runs}
+    meta: dict[str, list[torch.Tensor]] = {k: [] for k in ("gt", "subject", "action", "index")}
+    bar = tqdm(desc="evaluate", disable=not progress, total=len(data), unit="frame")
+    for chunk in _chunks(data):
+        t = chunk.tensors
+        for s in range(0, len(chunk), batch_size):
+            batch = {k: v[s : s + batch_size] for k, v in t.items()}
+            batch = to_device(select_views(batch, views), dev)
+            for name, fn in runs.items():
+                preds[name].append(fn(batch).float().cpu())
+            bar.update(len(batch["P"]))
+        meta["gt"].append(t["joints3d"].float())
+        for k in ("subject", "action", "index"):
+            meta[k].append(t[k])
+    bar.close()
+    common = {k: torch.cat(v) for k, v in meta.items()}
+    return {name: {"pred": torch.cat(p) if p else torch.zeros(0, 0, 3), **common}
+            for name, p in preds.items()}
+
+
 def predict(
     predictor: Predictor,
-    data: CropSet,
+    data: CropSet | CropStream,
     *,
     views: Sequence[int] | None = None,
     batch_size: int = 16,
@@ -212,7 +279,8 @@ def predict(
     models: Iterable[nn.Module] = (),
     progress: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Run a predictor over a :class:`CropSet`; returns per-sample predictions.
+    """Run a predictor over a :class:`CropSet` (or a :class:`~.data.CropStream`, chunk by
+    chunk); returns per-sample predictions (:func:`predict_many` with one predictor).
 
     Args:
         views: indices of the views to use (default all) -- for MPJPE versus number of views.
@@ -222,29 +290,28 @@ def predict(
         dict with ``pred`` ``(N, J, 3)`` mm, ``gt`` ``(N, J, 3)``, ``subject``, ``action``,
         ``index`` ``(N,)`` (cpu tensors).
     """
-    dev = resolve_device(device)
-    for m in models:
-        m.eval()
-    preds = []
-    n = len(data)
-    for s in tqdm(range(0, n, batch_size), desc="evaluate", disable=not progress):
-        batch = {k: v[s : s + batch_size] for k, v in data.tensors.items()}
-        batch = to_device(select_views(batch, views), dev)
-        preds.append(predictor(batch).float().cpu())
-    t = data.tensors
-    return {
-        "pred": torch.cat(preds) if preds else torch.zeros(0, 0, 3),
-        "gt": t["joints3d"].float(),
-        "subject": t["subject"],
-        "action": t["action"],
-        "index": t["index"],
-    }
+    return predict_many({0: (predictor, models)}, data, views=views, batch_size=batch_size,
+                        device=device, progress=progress)[0]
+
+
+def select_frames(result: dict[str, torch.Tensor], index: torch.Tensor | Sequence[int]
+                  ) -> dict[str, torch.Tensor] | None:
+    """The rows of a :func:`predict` output for the frames whose dataset ``index`` is given, in
+    that order (e.g. the in-memory test frames within a streamed evaluation of every frame);
+    None when one of them was not predicted."""
+    where = {int(k): row for row, k in enumerate(result["index"].tolist())}
+    rows = [where.get(int(k)) for k in torch.as_tensor(index).tolist()]
+    if any(r is None for r in rows):
+        return None
+    sel = torch.as_tensor(rows, dtype=torch.long)
+    return {k: v[sel] for k, v in result.items()}
 
 
 def errors_table(
     results: dict[str, dict[str, torch.Tensor]],
     actions: Sequence[str],
     root_joint: int | None = 0,
+    all_frames: bool = False,
 ) -> tuple[list[str], list[str], np.ndarray]:
     """Per-action MPJPE (mm) of several methods' :func:`predict` outputs.
 
@@ -252,11 +319,14 @@ def errors_table(
     (root-relative MPJPE, the Human3.6M protocol). Returns ``(row names = methods,
     column names = actions + ["average"], values (methods, actions + 1))``; "average" is the
     mean of the per-action values, as in the paper's tables ("averaged across all actions").
+    ``all_frames=True`` adds a last column "all frames": the mean over every frame, which
+    weights an action by its number of frames (the "Average" of the authors' evaluation code).
     """
     names = list(results)
     present = sorted({int(a) for r in results.values() for a in r["action"].tolist()})
-    cols = [actions[a] for a in present] + ["average"]
+    cols = [actions[a] for a in present] + ["average"] + (["all frames"] if all_frames else [])
     values = np.full((len(names), len(cols)), np.nan)
+    last = len(present)
     for i, name in enumerate(names):
         r = results[name]
         for j, a in enumerate(present):
@@ -265,13 +335,15 @@ def errors_table(
                 values[i, j] = float(
                     mpjpe(r["pred"][sel], r["gt"][sel], root=root_joint, reduction="mean")
                 )
-        values[i, -1] = float(np.nanmean(values[i, :-1]))
+        values[i, last] = float(np.nanmean(values[i, :last]))
+        if all_frames and len(r["pred"]):
+            values[i, -1] = float(mpjpe(r["pred"], r["gt"], root=root_joint, reduction="mean"))
     return names, cols, values
 
 
 def evaluate(
     predictor: Predictor,
-    data: CropSet,
+    data: CropSet | CropStream,
     *,
     root_joint: int = 0,
     views: Sequence[int] | None = None,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,14 @@ from mvbook.train import TrainConfig, TrainHistory, distributed_info, make_loade
 from mvbook.validation import check_choice
 
 from .config import STAGES, Settings, initial_backbone, settings
-from .data import CropSet, cache_backbone, prepare, with_roots
+from .data import CropSet, cache_backbone, frame_stride, prepare, test_source, with_roots
 from .evaluation import (
     algebraic_predictor,
     choose_alpha,
-    evaluate,
+    errors_table,
     naive_predictor,
     predict,
+    predict_many,
     volumetric_predictor,
 )
 from .losses import make_loss
@@ -122,7 +122,7 @@ def main(profile: str = "quick", data: str = "studio", device: str = "auto", see
     info = distributed_info()
     datasets = {split: open_data(data, profile=profile, split=split, seed=seed)
                 for split in ("train", "test")}
-    sets = {split: prepare(ds, cfg, stride=_stride(len(ds), plan.max_frames[split]),
+    sets = {split: prepare(ds, cfg, stride=frame_stride(len(ds), plan.max_frames[split]),
                            progress=info.is_main)
             for split, ds in datasets.items()}
 
@@ -159,14 +159,13 @@ def main(profile: str = "quick", data: str = "studio", device: str = "auto", see
             f"volumetric ({cfg.aggregation})": (
                 volumetric_predictor(vol, root=algebraic_predictor(alg)), [vol, alg]),
         }
-        for name, (predictor, models) in predictors.items():
-            metrics = evaluate(predictor, test_feed, root_joint=cfg.root_joint, models=models)
-            print(f"{name}: MPJPE {metrics['MPJPE']:.1f} mm, absolute "
-                  f"{metrics['MPJPE absolute']:.1f} mm", flush=True)
+        # every test frame (plan.max_test_frames), cropped chunk by chunk when not all in memory
+        source = test_source(datasets["test"], test_feed, plan, backbone=backbone)
+        results = predict_many(predictors, source)
+        for name, result in results.items():
+            _, _, rel = errors_table({name: result}, source.actions, root_joint=cfg.root_joint)
+            _, _, ab = errors_table({name: result}, source.actions, root_joint=None)
+            print(f"{name}: MPJPE {rel[0, -1]:.1f} mm, absolute {ab[0, -1]:.1f} mm "
+                  f"({len(source)} test frames)", flush=True)
         print(f"({time.perf_counter() - t0:.0f} s)", flush=True)
     return 0
-
-
-def _stride(n: int, limit: int | None) -> int:
-    """Every how many frames to keep at most ``limit`` of ``n`` (evenly spread)."""
-    return 1 if limit is None else max(1, math.ceil(n / limit))
