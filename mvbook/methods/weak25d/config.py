@@ -121,7 +121,7 @@ class Settings:
     zoo_profile: str = "quick"
 
 
-def settings(profile: str, pretrained: str = "pose2d") -> Settings:
+def settings(profile: str, pretrained: str = "pose2d", dry_run: bool = False) -> Settings:
     """The profile table of the chapter (``smoke``: seconds; ``quick``: minutes on a CPU;
     ``full``: GPU scale).
 
@@ -133,7 +133,24 @@ def settings(profile: str, pretrained: str = "pose2d") -> Settings:
     stage on the labelled images, then the weak and full stages end to end, with colour jitter
     0.5 and consistency and limb terms that train the depth maps only (``root_grad=False``,
     ``mc_2d_grad=False``; the notebook's last section motivates them).
+
+    ``dry_run=True`` keeps the profile's networks and crop sizes but uses 2 frames per set, one
+    step per training stage (a stage with no steps keeps none), batches of at most 2 labelled
+    images and 2 multiview frames, and one iteration of the per-frame depth fit: the whole path
+    of a profile (e.g. ``full``, which needs a GPU for real) checked end to end in a minute on a
+    CPU (``tests/test_full_size.py`` runs the full-size networks with batch 1).
     """
+    plan = _settings(profile, pretrained)
+    if dry_run:
+        plan.frames = {k: 2 for k in plan.frames}
+        plan.steps = {k: min(v, 1) for k, v in plan.steps.items()}
+        plan.batch_2d = min(plan.batch_2d, 2)
+        plan.batch_mv = min(plan.batch_mv, 2)
+        plan.fit_iters = 1
+    return plan
+
+
+def _settings(profile: str, pretrained: str) -> Settings:
     check_choice(pretrained, "pretrained", PRETRAINED)
     zoo_profile = by_profile(profile, smoke="quick", quick="quick", full="full")
     common = dict(color_jitter=0.5, root_grad=False, mc_2d_grad=False)
