@@ -21,7 +21,7 @@ ROOT = Path(mvbook.__file__).resolve().parent
 LAYERS = (
     ("core", ("mvbook", "mvbook.validation", "mvbook.runtime", "mvbook.geometry", "mvbook.crops",
               "mvbook.heatmaps", "mvbook.volumetric", "mvbook.metrics", "mvbook.skeletons",
-              "mvbook.viz", "mvbook.results", "mvbook.notebook")),
+              "mvbook.viz", "mvbook.results", "mvbook.notebook", "mvbook.dense")),
     ("data", ("mvbook.studio", "mvbook.data")),
     ("training", ("mvbook.train", "mvbook.nn")),
     ("zoo", ("mvbook.zoo",)),

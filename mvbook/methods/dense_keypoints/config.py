@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mvbook.dense import DEFAULT_BLOCK
 from mvbook.runtime import by_profile
 from mvbook.studio.scenes import TEST_SUBJECTS, TRAIN_SUBJECTS
 from mvbook.validation import check_choice, check_positive
@@ -67,7 +68,7 @@ class Config:
     crop_size: int = 128
     crop_scale: float = 1.2
     output_size: int = 32
-    block: int = 512
+    block: int = DEFAULT_BLOCK
 
     def __post_init__(self) -> None:
         check_positive(self.sigma, "sigma")
