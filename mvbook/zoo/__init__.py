@@ -35,10 +35,13 @@ __all__ = ["MODELS", "Recipe", "SHIPPED", "ZooError", "card", "check_no_test_dat
            "recipe", "train_model", "verify"]
 
 #: How far a re-measured held-out metric may be from its card (absolute, in the metric's
-#: unit): the studio renders the same images on every machine up to floating-point rounding.
+#: unit): the studio renders the same images on every machine up to floating-point rounding,
+#: which can flip a ray that grazes a silhouette (measured: 2 of 134,208 foreground pixels of
+#: the trunk's held-out sample differ between two x86-64 machines), so foreground pixel counts
+#: get a small slack.
 TOLERANCE = {"error px": 0.03, "median px": 0.03, "PCK@2px": 0.5, "PCK@5px": 0.5,
              "left/right swaps": 0.3, "crops": 0.0,
-             "part accuracy": 0.5, "foreground IoU": 0.5, "UV error": 0.003, "pixels": 0.0}
+             "part accuracy": 0.5, "foreground IoU": 0.5, "UV error": 0.003, "pixels": 20.0}
 
 
 def _folder(profile: str, folder: str | os.PathLike | None, cache_dir) -> Path:

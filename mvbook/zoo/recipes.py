@@ -197,9 +197,9 @@ def _dense0(profile: str) -> Recipe:
                             full=_dense_domain("full", held_seed, 1, 10)),
         backbone=_backbone(profile),
         crop_size=by_profile(profile, smoke=32, quick=128, full=256),
-        steps=by_profile(profile, smoke=6, quick=1500, full=40000),
+        steps=by_profile(profile, smoke=6, quick=5000, full=40000),
         batch=by_profile(profile, smoke=4, quick=32, full=64),
-        warmup=by_profile(profile, smoke=1, quick=100, full=1000),
+        warmup=by_profile(profile, smoke=1, quick=200, full=1000),
     )
 
 
