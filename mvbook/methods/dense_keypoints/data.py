@@ -265,6 +265,8 @@ def prepare(data: Any, plan: Settings, net: DenseNet, *, profile: str, seed: int
     from mvbook.studio import open_data
 
     common = dict(profile=profile, seed=seed, keys=KEYS)
+    if isinstance(data, str) and data == "studio":
+        common["store"] = ("masks", "iuv")  # the full studio stores masks only by default
     ds_train = open_data(data, split="train", subjects=list(plan.subjects["train"]), **common)
     ds_test = open_data(data, split="test", **common)
     return Splits(
