@@ -80,13 +80,11 @@ class Config:
         check_positive(self.eps, "eps")
         check_choice(self.normalize, "normalize", NORMALIZE)
         check_choice(self.coordinate, "coordinate", COORDINATES)
+        check_positive(self.crop_scale, "crop_scale")
         for name in ("w_labelled", "w_epipolar", "w_distill", "w_photometric"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            check_positive(getattr(self, name), name, strict=False)
         for name in ("crop_size", "output_size", "block"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive int, got {v!r}")
+            check_positive(getattr(self, name), name, integer=True)
 
 
 @dataclass
