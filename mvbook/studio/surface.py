@@ -421,20 +421,25 @@ def _split_iuv(iuv: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor
     return part, uv
 
 
+def canonical_points(part: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Canonical (rest-pose, mean subject) positions (..., 3) mm of chart points given as
+    ``part (...)`` long and ``uv (..., 2)``, differentiable in ``uv``, in its dtype and on its
+    device. One coordinate for part and UV together: neighbouring parts are near each other
+    and the seam U = 0 = 1 closes. V is clamped to [0, 1], U wraps; part 0 (background) reads
+    part 1, so mask background points yourself (:func:`chart_to_rest` gives NaN there)."""
+    prims = _rest_prims().to(device=uv.device, dtype=uv.dtype)
+    k_of = torch.full((NUM_PARTS + 1,), 0, dtype=torch.long, device=uv.device)
+    k_of[prims.part] = torch.arange(prims.part.shape[0], device=uv.device)
+    X, _ = _place(prims, k_of[part.clamp_min(1)], uv[..., 0], uv[..., 1].clamp(0, 1))
+    return X
+
+
 def chart_to_rest(iuv: torch.Tensor) -> torch.Tensor:
     """Canonical (rest-pose, mean subject) positions (..., 3) float32 mm of chart points
-    ``iuv (..., 3)``; NaN at background points (I = 0). V is clamped to [0, 1], U wraps."""
+    ``iuv (..., 3)`` (:func:`canonical_points`); NaN at background points (I = 0)."""
     part, uv = _split_iuv(iuv, "iuv")
-    prims = _rest_prims()
-    k_of = torch.full((NUM_PARTS + 1,), -1, dtype=torch.long)
-    k_of[prims.part] = torch.arange(prims.part.shape[0])
-    out = torch.full((*part.shape, 3), float("nan"), dtype=torch.float32, device=iuv.device)
-    fg = part > 0
-    if bool(fg.any()):
-        k = k_of[part[fg].cpu()]
-        X, _ = _place(prims, k, uv[fg][:, 0].cpu(), uv[fg][:, 1].clamp(0, 1).cpu())
-        out[fg] = X.to(device=iuv.device, dtype=torch.float32)
-    return out
+    X = canonical_points(part, uv).float()
+    return torch.where((part > 0)[..., None], X, torch.full_like(X, float("nan")))
 
 
 def nearest_vertex(iuv: torch.Tensor, spacing: float = DEFAULT_SPACING,

@@ -14,51 +14,19 @@ per crop) and the trainable head (deconvolutions + the 1x1 output layer,
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
 
 import torch
 from torch import nn
 
 from mvbook.crops import normalize_images
 from mvbook.nn.backbones import SimpleBaseline
-from mvbook.studio.body import rest_pose_primitives, uv_to_local
+from mvbook.studio.surface import canonical_points
 from mvbook.validation import check_choice
 from mvbook.zoo.dense import split_outputs, uv_at
 
 from .config import COORDINATES
 
 __all__ = ["DenseNet", "foreground_pixels", "field_pixels", "canonical_points"]
-
-
-@lru_cache(maxsize=1)
-def _rest_parts() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per part index I (0..P; row 0 unused): the rest-pose primitive's centre ``(P + 1, 3)``,
-    ``R diag(s)`` ``(P + 1, 3, 3)`` and half-length ``(P + 1,)`` (mean subject, mm)."""
-    prims, _ = rest_pose_primitives()
-    P = int(prims.part.max())
-    centre = torch.zeros(P + 1, 3, dtype=torch.float64)
-    rs = torch.zeros(P + 1, 3, 3, dtype=torch.float64)
-    half = torch.zeros(P + 1, dtype=torch.float64)
-    k = prims.person == 0
-    part = prims.part[k]
-    centre[part] = prims.center[0, k]
-    rs[part] = prims.rot[0, k] * prims.scale[0, k, None, :]
-    half[part] = prims.h[0, k]
-    return centre, rs, half
-
-
-def canonical_points(part: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """The rest-pose 3D position (mm) of chart points: ``part (...)`` long (0 reads part 1),
-    ``uv (..., 2)`` -> ``(..., 3)``, differentiable in ``uv``.
-
-    The studio body's canonical surface (:func:`mvbook.studio.body.rest_surface_points`, the
-    mean subject standing): one coordinate for part and UV together, in which neighbouring
-    parts are near each other and the seam U = 0 = 1 closes.
-    """
-    centre, rs, half = (t.to(device=uv.device, dtype=uv.dtype) for t in _rest_parts())
-    k = part.clamp_min(1)
-    q = uv_to_local(uv[..., 0], uv[..., 1], half[k])
-    return (rs[k] @ q[..., None])[..., 0] + centre[k]
 
 
 class DenseNet(nn.Module):
