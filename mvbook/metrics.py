@@ -92,6 +92,7 @@ __all__ = [
     "rcp_auc",
     "rcp_curve",
     "retrieval_pa_mpjpe_at_k",
+    "root_ap",
     "triangulate_surface_vertices",
 ]
 
@@ -644,6 +645,43 @@ def multiperson_ap(
         out["MPJPE"] = float(mp[tp500].mean()) if bool(tp500.any()) else float("inf")
     out["num_gt"] = total_gt
     out["num_pred"] = n
+    return out
+
+
+def root_ap(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    scores: torch.Tensor,
+    pred_valid: torch.Tensor | None = None,
+    gt_valid: torch.Tensor | None = None,
+    thresholds: Sequence[float] = (50.0, 100.0, 150.0, 200.0, 300.0),
+    recall_threshold: float = 500.0,
+) -> dict[str, Any]:
+    """AP, recall and mean error of 3D root proposals (a root net's person localisation).
+
+    The protocol of :func:`multiperson_ap` with one joint per person: each valid proposal is
+    assigned the ground-truth root of its frame nearest to it (Euclidean distance, mm), the
+    proposals of the whole set are sorted by descending score, and a proposal is a true positive
+    at threshold ``t`` iff its distance is ``< t`` and its person is not yet claimed.
+
+    Args:
+        pred: ``(F, Np, 3)`` proposed roots (mm); gt: ``(F, Ng, 3)`` true roots (mm);
+        scores: ``(F, Np)``; pred_valid: ``(F, Np)``, gt_valid: ``(F, Ng)`` bool.
+        thresholds: distances (mm) of AP and recall; recall_threshold: of ``"Recall@500"``
+            and of the mean error.
+
+    Returns:
+        dict with ``"AP@t"``, ``"Recall@t"`` (percent), ``"Recall@500"`` (percent),
+        ``"error"`` (mm, the mean distance of the true positives at ``recall_threshold``),
+        ``"num_gt"``, ``"num_pred"``.
+    """
+    check_tensor(pred, "pred", floating=True)
+    check_tensor(gt, "gt", floating=True)
+    dims = check_shape(pred, "pred", "(F, Np, 3)")
+    check_shape(gt, "gt", "(F, Ng, 3)", sizes=dims)
+    out = multiperson_ap(pred[:, :, None], gt[:, :, None], scores, pred_valid, gt_valid,
+                         thresholds=thresholds, recall_threshold=recall_threshold)
+    out["error"] = out.pop("MPJPE")
     return out
 
 

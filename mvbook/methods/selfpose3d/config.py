@@ -1,0 +1,246 @@
+"""Configuration of SelfPose3d: the model and loss sizes, and the profile table.
+
+:class:`Config` sizes the networks and the losses (and holds the ablation switches of the paper's
+tables 4-6); :func:`settings` is the one table of what each profile (``smoke``, ``quick``,
+``full``) trains: steps, batches, learning rates, frames kept in memory, the pseudo-2D source.
+The notebook and :func:`~.training.main` both read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from mvbook.nn.backbones import BackboneConfig, resnet18_like
+from mvbook.runtime import by_profile
+from mvbook.validation import check_choice, check_positive
+
+__all__ = ["PSEUDO", "STAGES", "SUPERVISION", "Config", "Settings", "settings"]
+
+#: Training stages, in order (sec. 3.6): the 2D network on (pseudo) 2D heatmaps, the root net,
+#: the pose net with the heatmap loss only, then with the joint loss added ("finetune").
+STAGES = ("backbone", "root", "pose", "finetune")
+#: ``"self"``: SelfPose3d (pseudo 2D only); ``"3d"``: the supervised baseline (VoxelPose's
+#: protocol: 2D labels for the 2D network, 3D roots and poses for the root and pose nets).
+SUPERVISION = ("self", "3d")
+#: Sources of the 2D labels: the zoo's ``pose2d`` run top-down on person boxes (the paper's
+#: pseudo poses), the projected ground truth (Tab. 3), the ground truth with simulated detector
+#: noise, or a path to a file of externally produced pseudo poses (:func:`~.data.read_pseudo`).
+PSEUDO = ("pose2d", "gt", "noise")
+
+
+@dataclass
+class Config:
+    """Everything that sizes SelfPose3d's networks and losses.
+
+    2D (``heatmap_net_2d``): ``backbone`` (:class:`mvbook.nn.BackboneConfig`; its output stride
+    sets the heatmap size), ``num_joints`` ``J``, ``root_joints`` (the root is the mean of these
+    joints: the pelvis ``(0,)`` of ``h36m17``, the hips ``(2, 3)`` of ``shelf14``; the 2D network
+    has ``J + 1`` heatmaps, the last one the root's), ``heatmap_sigma`` (heatmap px).
+
+    Root net (sec. 3.3): the space box ``space_size`` mm (x, y, z) in ``space_shape`` voxels
+    (x, y, z) around ``space_center`` (None: above the point nearest to all optical axes, at
+    height ``space_size[2] / 2 - 200`` as VoxelPose's Panoptic cube); ``root_sigma`` mm of the
+    3D Gaussian targets; ``max_people`` proposals ``K`` and their ``root_threshold``;
+    synthetic roots: ``syn_people`` per sample at most, heights ``syn_z_range`` mm, within
+    ``syn_extent`` (fraction of the space's horizontal size), rendered with ``syn_jitter``
+    heatmap px, peaks ``U(syn_min_peak, 1)``, each view's root dropped with ``syn_drop``;
+    ``root_consistency``: eq. 3 on (eq. 2 alone when False); ``root_width``/``root_levels``.
+
+    Pose net (sec. 3.4): cuboids of ``cuboid_size`` mm in ``cuboid_resolution^3`` voxels
+    (the paper 2000 mm, 64^3), V2V ``pose_width``/``pose_levels``/``v2v_norm``, soft-argmax
+    with ``pose_beta`` (VoxelPose multiplies the volumes by 100).
+
+    Self-supervision: ``affine`` (random affine augmentations; Tab. 4), ``rotation_deg`` and
+    ``scale`` (their ranges, the paper's 45 degrees and 0.35), ``cross_view`` (project the 3D
+    poses of augmentation A into augmentation B's images and vice versa, Tab. 4; False
+    projects each into its own), ``l1_weight`` (``lambda`` of eqs. 6 and 11), ``soft_attention``
+    (eqs. 7-8) with ``attention_weight`` (``sigma`` of eq. 11) and ``attention_backbone``,
+    ``hard_attention`` (eqs. 9-10), ``render_sigma`` (heatmap px of the rendered heatmaps;
+    None: ``heatmap_sigma``).
+
+    ``supervision``: ``"self"`` or ``"3d"`` (:data:`SUPERVISION`); ``match_radius`` mm: the
+    supervised pose net trains on proposals within it of a true root (VoxelPose's matching).
+    ``freeze_backbone``: the 2D network is fixed after its stage (its heatmaps can be computed
+    once, :func:`~.data.cache_heatmaps`); the paper trains it end to end.
+    """
+
+    num_joints: int = 17
+    root_joints: tuple[int, ...] = (0,)
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(
+        width=16, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2, deconv_channels=16))
+    heatmap_sigma: float = 1.5
+    space_center: tuple[float, float, float] | None = None
+    space_size: tuple[float, float, float] = (4000.0, 4000.0, 2000.0)
+    space_shape: tuple[int, int, int] = (32, 32, 16)
+    root_sigma: float = 200.0
+    max_people: int = 10
+    root_threshold: float = 0.3
+    syn_people: int = 5
+    syn_z_range: tuple[float, float] = (300.0, 1200.0)
+    syn_extent: float = 0.8
+    syn_jitter: float = 0.5
+    syn_min_peak: float = 0.5
+    syn_drop: float = 0.1
+    root_consistency: bool = True
+    root_width: int = 8
+    root_levels: int = 2
+    cuboid_size: float = 2000.0
+    cuboid_resolution: int = 16
+    pose_width: int = 8
+    pose_levels: int = 2
+    v2v_norm: str = "batch"
+    pose_beta: float = 100.0
+    affine: bool = True
+    rotation_deg: float = 45.0
+    scale: float = 0.35
+    cross_view: bool = True
+    l1_weight: float = 0.01
+    soft_attention: bool = True
+    attention_weight: float = 0.1
+    attention_backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(
+        width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2, deconv_channels=8))
+    hard_attention: bool = True
+    render_sigma: float | None = None
+    supervision: str = "self"
+    match_radius: float = 500.0
+    freeze_backbone: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice(self.supervision, "supervision", SUPERVISION)
+        check_choice(self.v2v_norm, "v2v_norm", ("batch", "group"))
+        for name in ("heatmap_sigma", "root_sigma", "cuboid_size", "pose_beta", "match_radius"):
+            check_positive(getattr(self, name), name)
+        for name in ("num_joints", "max_people", "syn_people", "cuboid_resolution"):
+            check_positive(getattr(self, name), name, integer=True)
+        self.root_joints = tuple(int(j) for j in self.root_joints)
+        if not self.root_joints or not all(0 <= j < self.num_joints for j in self.root_joints):
+            raise ValueError(f"root_joints must be joint indices < num_joints ({self.num_joints}), "
+                             f"got {self.root_joints!r}")
+        if self.cuboid_resolution % 2**self.pose_levels:
+            raise ValueError(f"cuboid_resolution ({self.cuboid_resolution}) must be divisible "
+                             f"by 2**pose_levels ({2**self.pose_levels})")
+        if any(int(s) % 2**self.root_levels for s in self.space_shape):
+            raise ValueError(f"space_shape {self.space_shape} must be divisible by "
+                             f"2**root_levels ({2**self.root_levels})")
+        if len(self.space_size) != 3 or len(self.space_shape) != 3:
+            raise ValueError("space_size and space_shape must hold (x, y, z)")
+
+    @property
+    def space_voxel(self) -> tuple[float, float, float]:
+        """The voxel size of the space cube, mm (x, y, z)."""
+        return tuple(L / n for L, n in zip(self.space_size, self.space_shape))
+
+
+@dataclass
+class Settings:
+    """What one profile trains: ``config``; per stage (:data:`STAGES`) ``steps``, ``batch``
+    (frames per step, each with all its views) and ``lr`` (Adam, cosine decay to 1%);
+    ``max_frames`` per split kept in memory (None: all); ``pseudo`` (:data:`PSEUDO` or a path);
+    ``augmentations``: augmented copies of each training frame whose heatmaps are computed once
+    when the 2D network is frozen (a step draws two of them; 0: augment online);
+    ``zoo_profile``: the size of the zoo's ``pose2d`` giving the pseudo poses;
+    ``studio``: overrides of the multi-person studio's configuration (``open_data``)."""
+
+    config: Config
+    steps: dict[str, int]
+    batch: dict[str, int]
+    lr: dict[str, float]
+    max_frames: dict[str, int | None] = field(
+        default_factory=lambda: {"train": None, "test": None})
+    pseudo: str = "pose2d"
+    augmentations: int = 4
+    zoo_profile: str = "quick"
+    studio: dict = field(default_factory=dict)
+
+    def replace(self, **changes) -> Settings:
+        """A copy with ``config`` fields (``Config`` names) and ``Settings`` fields changed."""
+        cfg_fields = {k: v for k, v in changes.items() if k in Config.__dataclass_fields__}
+        own = {k: v for k, v in changes.items() if k not in cfg_fields}
+        unknown = set(own) - set(Settings.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}")
+        return replace(self, config=replace(self.config, **cfg_fields), **own)
+
+
+#: The ablations of the paper's tables, as changes of :class:`Config` / :class:`Settings`
+#: (``settings(...).replace(**ABLATIONS[name])``).
+ABLATIONS: dict[str, dict] = {
+    "selfpose3d": {},
+    "gt2d": {"pseudo": "gt"},                                # Tab. 3, ground-truth 2D poses
+    "noise2d": {"pseudo": "noise"},                          # simulated detector noise
+    "no_affine": {"affine": False, "cross_view": False},     # Tab. 4, first row
+    "no_cross_view": {"cross_view": False},                  # Tab. 4, second row
+    "l2_only": {"l1_weight": 0.0},                           # Tab. 5, L2 row
+    "no_attention": {"soft_attention": False, "hard_attention": False},  # Tab. 6, first row
+    "supervised": {"supervision": "3d", "pseudo": "gt"},     # VoxelPose with 3D labels
+}
+
+
+def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
+             supervision: str = "self") -> Settings:
+    """The profile table of the chapter (``smoke``: seconds; ``quick``: minutes on a 2-core CPU
+    for the whole chapter; ``full``: GPU, the paper's sizes).
+
+    The space: on the studio's Panoptic-like rig people stand within 1.5 m of the centre, so
+    the paper's 8 x 8 x 2 m cube shrinks to 4 x 4 x 2 m (quick: 32 x 32 x 16 voxels of 125 mm;
+    full: 40 x 40 x 20 voxels of 100 mm, the paper's voxel); on converted real data the paper's
+    8 x 8 x 2 m in 80 x 80 x 20 (Campus: 12 x 12 x 2 m in 120 x 120 x 20, as VoxelPose).
+    Pose cuboids are 2 m in 64^3 voxels in full (the paper), 16^3 in quick, 8^3 in smoke.
+    """
+    check_choice(supervision, "supervision", SUPERVISION)
+    studio = str(data) == "studio"
+    campus = "campus" in str(data).lower()
+    space_size = (4000.0, 4000.0, 2000.0) if studio else (
+        (12000.0, 12000.0, 2000.0) if campus else (8000.0, 8000.0, 2000.0))
+    space_shape = by_profile(profile, smoke=(16, 16, 8), quick=(32, 32, 16),
+                             full=(40, 40, 20)) if studio else by_profile(
+        profile, smoke=(32, 32, 8), quick=(64, 64, 16),
+        full=(120, 120, 20) if campus else (80, 80, 20))
+    config = Config(
+        backbone=by_profile(
+            profile,
+            smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
+                                 deconv_channels=8),
+            quick=BackboneConfig(width=16, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
+                                 deconv_channels=16),
+            full=resnet18_like()),
+        heatmap_sigma=by_profile(profile, smoke=1.0, quick=1.5, full=2.0),
+        space_size=space_size,
+        space_shape=space_shape,
+        root_width=by_profile(profile, smoke=4, quick=8, full=16),
+        root_levels=by_profile(profile, smoke=1, quick=2, full=2),
+        cuboid_resolution=by_profile(profile, smoke=8, quick=16, full=64),
+        pose_width=by_profile(profile, smoke=4, quick=8, full=32),
+        pose_levels=by_profile(profile, smoke=1, quick=2, full=4),
+        attention_backbone=by_profile(
+            profile,
+            smoke=BackboneConfig(width=4, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
+                                 deconv_channels=4),
+            quick=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
+                                 deconv_channels=8),
+            full=resnet18_like()),
+        max_people=by_profile(profile, smoke=5, quick=6, full=10),
+        supervision=supervision,
+        freeze_backbone=by_profile(profile, smoke=True, quick=True, full=False),
+    )
+    return Settings(
+        config=config,
+        steps=by_profile(profile,
+                         smoke=dict(backbone=2, root=2, pose=2, finetune=2),
+                         quick=dict(backbone=300, root=200, pose=200, finetune=100),
+                         full=dict(backbone=20000, root=5000, pose=20000, finetune=20000)),
+        batch=by_profile(profile,
+                         smoke=dict(backbone=2, root=2, pose=2, finetune=2),
+                         quick=dict(backbone=4, root=4, pose=2, finetune=2),
+                         full=dict(backbone=4, root=4, pose=1, finetune=1)),
+        lr=by_profile(profile,
+                      smoke=dict(backbone=1e-3, root=1e-3, pose=1e-3, finetune=5e-4),
+                      quick=dict(backbone=2e-3, root=2e-3, pose=2e-3, finetune=1e-3),
+                      full=dict(backbone=1e-4, root=1e-4, pose=1e-4, finetune=5e-5)),
+        max_frames=by_profile(profile, smoke={"train": 4, "test": 2},
+                              quick={"train": 150, "test": 60},
+                              full={"train": None, "test": None}),
+        pseudo="gt" if supervision == "3d" else pseudo,
+        augmentations=by_profile(profile, smoke=2, quick=3, full=0),
+        zoo_profile=by_profile(profile, smoke="quick", quick="quick", full="full"),
+    )
