@@ -389,7 +389,7 @@ def _plan(cfg: sp.Config, steps: int) -> sp.Settings:
     return sp.Settings(config=cfg, steps={s: steps for s in sp.STAGES},
                        batch={s: 2 for s in sp.STAGES},
                        lr={"backbone": 1e-3, "root": 3e-3, "pose": 3e-3, "finetune": 1e-3},
-                       augmentations=3)
+                       augmentations=3, pretrained="none")
 
 
 def _losses(history) -> np.ndarray:

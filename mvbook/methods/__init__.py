@@ -42,4 +42,5 @@ skeletons, viz); nothing below imports a method, and no method imports another.
 - :mod:`mvbook.methods.weak25d`: Iqbal et al. 2020 (chapter 11).
 - :mod:`mvbook.methods.mcss`: Mitra et al. 2020 (chapter 20).
 - :mod:`mvbook.methods.dense_keypoints`: Yu et al. 2021 (chapter 40).
+- :mod:`mvbook.methods.selfpose3d`: Srivastav et al. 2024 (chapter 50).
 """

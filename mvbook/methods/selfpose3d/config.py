@@ -139,6 +139,9 @@ class Settings:
     ``augmentations``: augmented copies of each training frame whose heatmaps are computed once
     when the 2D network is frozen (a step draws two of them; 0: augment online);
     ``zoo_profile``: the size of the zoo's ``pose2d`` giving the pseudo poses;
+    ``pretrained``: where the 2D network starts: ``"pose2d"``, the zoo's 2D detector (its
+    weights; the root heatmap starts as the mean of the root joints' heatmaps), as the paper
+    starts from a pretrained network, or ``"none"`` (random);
     ``studio``: overrides of the multi-person studio's configuration (``open_data``)."""
 
     config: Config
@@ -150,6 +153,7 @@ class Settings:
     pseudo: str = "pose2d"
     augmentations: int = 4
     zoo_profile: str = "quick"
+    pretrained: str = "pose2d"
     studio: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> Settings:
@@ -177,7 +181,7 @@ ABLATIONS: dict[str, dict] = {
 
 
 def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
-             supervision: str = "self") -> Settings:
+             supervision: str = "self", pretrained: str = "pose2d") -> Settings:
     """The profile table of the chapter (``smoke``: seconds; ``quick``: minutes on a 2-core CPU
     for the whole chapter; ``full``: GPU, the paper's sizes).
 
@@ -186,8 +190,14 @@ def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
     full: 40 x 40 x 20 voxels of 100 mm, the paper's voxel); on converted real data the paper's
     8 x 8 x 2 m in 80 x 80 x 20 (Campus: 12 x 12 x 2 m in 120 x 120 x 20, as VoxelPose).
     Pose cuboids are 2 m in 64^3 voxels in full (the paper), 16^3 in quick, 8^3 in smoke.
+
+    The 2D network: with ``pretrained="pose2d"`` the zoo's ``pose2d`` network (its size and
+    weights, output stride 4), fine-tuned on the whole views; with ``"none"`` a smaller network
+    (output stride 2) from scratch.
     """
     check_choice(supervision, "supervision", SUPERVISION)
+    check_choice(pretrained, "pretrained", ("pose2d", "none"))
+    zoo_profile = by_profile(profile, smoke="quick", quick="quick", full="full")
     studio = str(data) == "studio"
     campus = "campus" in str(data).lower()
     space_size = (4000.0, 4000.0, 2000.0) if studio else (
@@ -196,14 +206,20 @@ def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
                              full=(40, 40, 20)) if studio else by_profile(
         profile, smoke=(32, 32, 8), quick=(64, 64, 16),
         full=(120, 120, 20) if campus else (80, 80, 20))
-    config = Config(
-        backbone=by_profile(
+    if pretrained == "pose2d":
+        from mvbook.zoo import recipe
+
+        backbone = recipe("pose2d", zoo_profile).backbone
+    else:
+        backbone = by_profile(
             profile,
             smoke=BackboneConfig(width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
                                  deconv_channels=8),
             quick=BackboneConfig(width=16, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2,
                                  deconv_channels=16),
-            full=resnet18_like()),
+            full=resnet18_like())
+    config = Config(
+        backbone=backbone,
         heatmap_sigma=by_profile(profile, smoke=1.0, quick=1.5, full=2.0),
         space_size=space_size,
         space_shape=space_shape,
@@ -242,5 +258,6 @@ def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
                               full={"train": None, "test": None}),
         pseudo="gt" if supervision == "3d" else pseudo,
         augmentations=by_profile(profile, smoke=2, quick=3, full=0),
-        zoo_profile=by_profile(profile, smoke="quick", quick="quick", full="full"),
+        zoo_profile=zoo_profile,
+        pretrained=pretrained,
     )

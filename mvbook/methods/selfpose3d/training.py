@@ -44,15 +44,37 @@ _PARTS = {"backbone": ("backbone",), "root": ("root_net",), "pose": ("pose_net",
           "finetune": ("pose_net", "attention")}
 
 
-def build_model(config: Config, data: SceneSet) -> SelfPose3dNet:
+def build_model(config: Config, data: SceneSet, pretrained: str = "none",
+                zoo_profile: str = "quick") -> SelfPose3dNet:
     """A new :class:`~.model.SelfPose3dNet` for the views of ``data``; the space box is centred
     above the point nearest to the cameras' optical axes when ``config.space_center`` is None
-    (no 3D labels needed), at VoxelPose's height ``space_size[2] / 2 - 200`` mm."""
+    (no 3D labels needed), at VoxelPose's height ``space_size[2] / 2 - 200`` mm.
+
+    ``pretrained="pose2d"``: the 2D network starts from the zoo's ``pose2d`` of ``zoo_profile``
+    (``config.backbone`` must be its recipe's); the extra root heatmap starts as the mean of the
+    root joints' heatmaps."""
+    check_choice(pretrained, "pretrained", ("pose2d", "none"))
     centre = config.space_center
     if centre is None:
         centre = space_center_from_cameras(data.tensors["P"][0].float(),
                                            config.space_size[2] / 2 - 200.0)
-    return SelfPose3dNet(config, data.image_size, centre)
+    model = SelfPose3dNet(config, data.image_size, centre)
+    if pretrained == "pose2d":
+        from mvbook.zoo import load
+
+        state = load("pose2d", zoo_profile).state_dict()
+        if state["final.weight"].shape[0] != config.num_joints:
+            raise ValueError(f"the zoo's pose2d has {state['final.weight'].shape[0]} joints, "
+                             f"config.num_joints is {config.num_joints}: use pretrained='none'")
+        idx = list(config.root_joints)
+        for key in ("final.weight", "final.bias"):
+            state[key] = torch.cat([state[key], state[key][idx].mean(0, keepdim=True)])
+        try:
+            model.backbone.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError("config.backbone differs from the zoo's pose2d network; take it "
+                             f"from settings(..., pretrained='pose2d'): {err}") from None
+    return model
 
 
 def with_config(model: SelfPose3dNet, config: Config, keep: Sequence[str] = (
@@ -139,7 +161,8 @@ def train_pipeline(plan: Settings, data: SceneSet, *, model: SelfPose3dNet | Non
     (``config.supervision == "3d"``) has no ``"finetune"`` stage.
     """
     torch.manual_seed(seed)
-    model = model if model is not None else build_model(plan.config, data)
+    model = model if model is not None else build_model(plan.config, data, plan.pretrained,
+                                                        plan.zoo_profile)
     cfg = model.config
     histories: dict[str, TrainHistory] = {}
 
