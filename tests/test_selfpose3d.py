@@ -453,3 +453,38 @@ def test_pipeline_end_to_end_on_noise_images():
     assert abl.attention is None
     torch.testing.assert_close(abl.root_net.state_dict()["output.weight"],
                                model.root_net.state_dict()["output.weight"])
+
+
+def test_prepare_reads_a_converted_dataset_with_every_label_source(tmp_path):
+    """The real-data path: a folder of the common format (as converted Panoptic, Shelf, Campus)
+    with ground-truth, noisy and external pseudo 2D labels."""
+    from mvbook.data.fixtures import synthetic_samples
+    from mvbook.data.format import MultiviewDataset, write_dataset
+
+    samples = list(synthetic_samples(4, 3, 2, 5, (64, 48), optional=("joints3d_valid",)))
+    root = write_dataset(tmp_path / "ds", samples, skeleton="test5", dataset="synthetic",
+                         camera_names=["a", "b", "c"], splits={"train": ["S1", "S9"]})
+    ds = MultiviewDataset(root)
+    cfg = small_config()
+    gt = sp.prepare(ds, cfg, "gt", progress=False)
+    assert gt.image_size == (64, 48) and len(gt) == 4
+    s = ds[1]
+    P = s["K"] @ torch.cat([s["R"], s["t"][:, :, None]], -1)
+    torch.testing.assert_close(gt.tensors["P"][1], P)
+    uv, vis = s["joints2d"], gt.tensors["pseudo_valid"][1]
+    torch.testing.assert_close(gt.tensors["pseudo2d"][1][vis], uv[vis])
+    assert not vis[:, ~s["person_valid"]].any()  # padded persons carry no label
+    noisy = sp.prepare(ds, cfg, "noise", noise_px=3.0, occluded_px=3.0, progress=False)
+    d = (noisy.tensors["pseudo2d"] - gt.tensors["pseudo2d"])[gt.tensors["pseudo_valid"]]
+    assert 2.0 < float(d.std()) < 4.0
+    # external pseudo poses, indexed by the dataset's sample index, in reverse order
+    f = tmp_path / "pseudo.npz"
+    np.savez(f, index=np.arange(4)[::-1].copy(),
+             joints2d=gt.tensors["pseudo2d"].numpy()[::-1] + 1.0,
+             valid=gt.tensors["pseudo_valid"].numpy()[::-1])
+    ext = sp.prepare(ds, cfg, str(f), progress=False)
+    torch.testing.assert_close(ext.tensors["pseudo2d"], gt.tensors["pseudo2d"] + 1.0)
+    with pytest.raises(ValueError, match="pseudo"):
+        sp.prepare(ds, cfg, "detector", progress=False)
+    with pytest.raises(ValueError, match="num_joints"):
+        sp.prepare(ds, small_config(num_joints=17), "gt", progress=False)

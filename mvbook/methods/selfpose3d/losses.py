@@ -333,7 +333,8 @@ def make_loss(stage: str, config: Config, generator: torch.Generator | None = No
         loss = syn
         if cfg.root_consistency:
             v = _views(model, batch, generator, need_plain=True)
-            G0 = model.root_volume(v["H0"][:, :, J:J + 1], P)
+            with torch.no_grad():  # the baseline of eq. 3 is a target
+                G0 = model.root_volume(v["H0"][:, :, J:J + 1], P)
             G1 = model.root_volume(v["HA"][:, :, J:J + 1], augment_projections(v["TA"], P))
             G2 = model.root_volume(v["HB"][:, :, J:J + 1], augment_projections(v["TB"], P))
             cons = root_consistency_loss(G0, G1, G2)
