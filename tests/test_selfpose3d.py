@@ -488,3 +488,22 @@ def test_prepare_reads_a_converted_dataset_with_every_label_source(tmp_path):
         sp.prepare(ds, cfg, "detector", progress=False)
     with pytest.raises(ValueError, match="num_joints"):
         sp.prepare(ds, small_config(num_joints=17), "gt", progress=False)
+
+
+def test_residual_networks_start_from_the_view_averaged_volumes():
+    from mvbook.heatmaps import soft_argmax_3d
+    from mvbook.volumetric import make_grid
+
+    cfg = small_config(residual=True)
+    P = rig(3)[None]
+    model = sp.SelfPose3dNet(cfg, IMAGE, (0.0, 0.0, 900.0)).eval()
+    g = torch.Generator().manual_seed(8)
+    heat = torch.rand(1, 3, 6, *model.heatmap_size[::-1], generator=g)
+    with torch.no_grad():
+        G = model.root_volume(heat[:, :, 5:], P)
+        torch.testing.assert_close(G, sp.view_average(heat[:, :, 5:], P, model.grid, IMAGE)[:, 0])
+        root = torch.tensor([[100.0, -200.0, 900.0]])
+        Y = model.pose(heat[:, :, :5], P, root)
+        grid = make_grid(root, cfg.cuboid_size, cfg.cuboid_resolution)
+        vol = sp.view_average(heat[:, :, :5], P, grid, IMAGE)
+        torch.testing.assert_close(Y, soft_argmax_3d(vol * cfg.pose_beta, grid))

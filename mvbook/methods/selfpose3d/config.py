@@ -58,6 +58,12 @@ class Config:
     ``hard_attention`` (eqs. 9-10), ``render_sigma`` (heatmap px of the rendered heatmaps;
     None: ``heatmap_sigma``).
 
+    ``residual``: the V2V networks predict a correction of their input volume (their last layer
+    starts at zero): at the start the root volume is the view-averaged root heatmaps and each
+    pose the soft-argmax of the view-averaged joint heatmaps. VoxelPose's networks are not
+    residual (False, the full profile); the CPU profiles take it so that a few hundred steps
+    suffice.
+
     ``supervision``: ``"self"`` or ``"3d"`` (:data:`SUPERVISION`); ``match_radius`` mm: the
     supervised pose net trains on proposals within it of a true root (VoxelPose's matching).
     ``freeze_backbone``: the 2D network is fixed after its stage (its heatmaps can be computed
@@ -79,8 +85,8 @@ class Config:
     syn_z_range: tuple[float, float] = (300.0, 1200.0)
     syn_extent: float = 0.8
     syn_jitter: float = 0.5
-    syn_min_peak: float = 0.5
-    syn_drop: float = 0.1
+    syn_min_peak: float = 0.3
+    syn_drop: float = 0.2
     root_consistency: bool = True
     root_width: int = 8
     root_levels: int = 2
@@ -101,6 +107,7 @@ class Config:
         width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2, deconv_channels=8))
     hard_attention: bool = True
     render_sigma: float | None = None
+    residual: bool = False
     supervision: str = "self"
     match_radius: float = 500.0
     freeze_backbone: bool = True
@@ -236,14 +243,16 @@ def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
                                  deconv_channels=8),
             full=resnet18_like()),
         max_people=by_profile(profile, smoke=5, quick=6, full=10),
+        root_threshold=by_profile(profile, smoke=0.1, quick=0.1, full=0.3),
         supervision=supervision,
+        residual=by_profile(profile, smoke=True, quick=True, full=False),
         freeze_backbone=by_profile(profile, smoke=True, quick=True, full=False),
     )
     return Settings(
         config=config,
         steps=by_profile(profile,
                          smoke=dict(backbone=2, root=2, pose=2, finetune=2),
-                         quick=dict(backbone=100, root=150, pose=150, finetune=75),
+                         quick=dict(backbone=100, root=200, pose=150, finetune=75),
                          full=dict(backbone=20000, root=5000, pose=20000, finetune=20000)),
         batch=by_profile(profile,
                          smoke=dict(backbone=2, root=2, pose=2, finetune=2),
@@ -251,13 +260,13 @@ def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
                          full=dict(backbone=4, root=4, pose=1, finetune=1)),
         lr=by_profile(profile,
                       smoke=dict(backbone=1e-3, root=1e-3, pose=1e-3, finetune=5e-4),
-                      quick=dict(backbone=2e-3, root=2e-3, pose=2e-3, finetune=1e-3),
+                      quick=dict(backbone=2e-3, root=5e-3, pose=2e-3, finetune=1e-3),
                       full=dict(backbone=1e-4, root=1e-4, pose=1e-4, finetune=5e-5)),
         max_frames=by_profile(profile, smoke={"train": 4, "test": 2},
                               quick={"train": 150, "test": 60},
                               full={"train": None, "test": None}),
         pseudo="gt" if supervision == "3d" else pseudo,
-        augmentations=by_profile(profile, smoke=2, quick=3, full=0),
+        augmentations=by_profile(profile, smoke=2, quick=2, full=0),
         zoo_profile=zoo_profile,
         pretrained=pretrained,
     )

@@ -264,6 +264,12 @@ def _views(model: Any, batch: dict, generator: torch.Generator | None, need_plai
     return {"T0": _identity(B, C, P.device), "H0": H0, "TA": TA, "HA": HA, "TB": TB, "HB": HB}
 
 
+def _connected_zero(module: torch.nn.Module) -> torch.Tensor:
+    """A zero that depends on ``module``'s parameters (a batch without any proposal still has a
+    loss to back-propagate)."""
+    return sum(p.sum() for p in module.parameters()) * 0.0
+
+
 def _proposals(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     if "proposals" not in batch:
         raise ValueError("the pose stages need proposals in the training set: "
@@ -359,7 +365,8 @@ def make_loss(stage: str, config: Config, generator: torch.Generator | None = No
         target = torch.gather(gt, 1, idx[..., None, None].expand(B, K, *gt.shape[2:]))
         jv = torch.gather(gvalid, 1, idx[..., None].expand(B, K, gvalid.shape[-1])) & use[..., None]
         w = jv.to(Y.dtype)
-        loss = ((Y - target).abs().mean(-1) * w).sum() / w.sum().clamp_min(1)
+        loss = ((Y - target).abs().mean(-1) * w).sum() / w.sum().clamp_min(1) + \
+            _connected_zero(model.pose_net)
         with torch.no_grad():
             mpjpe = ((Y - target).norm(dim=-1) * w).sum() / w.sum().clamp_min(1)
         return loss, {"mpjpe": mpjpe}
@@ -399,7 +406,8 @@ def make_loss(stage: str, config: Config, generator: torch.Generator | None = No
                 sh = image_to_heatmap(ystar, model.image_size, model.heatmap_size)
                 matched, mask = match_views(yh, pvalid, sh, pseudo_valid)
                 loss_j = loss_j + joint_loss(yh, matched, mask, cfg.hard_attention)
-        loss = loss_h + cfg.l1_weight * loss_j * with_l1 + cfg.attention_weight * loss_a
+        loss = loss_h + cfg.l1_weight * loss_j * with_l1 + cfg.attention_weight * loss_a + \
+            _connected_zero(model.pose_net)
         logs = {"heat": loss_h.detach()}
         if with_l1 and cfg.l1_weight > 0:
             logs["l1"] = loss_j.detach()

@@ -4,7 +4,8 @@
   heatmaps (the joints, then the root) at the backbone's output stride.
 - ``root_net``: a V2V network (:class:`mvbook.nn.V2VNet`) from the root feature volume
   ``F_root`` (the root heatmaps unprojected into the space box and averaged over the views,
-  eq. 1) to the root volume ``G``; proposals by 3D NMS (:func:`~.space.nms_3d`).
+  eq. 1) to the root volume ``G`` (``F_root + V2V(F_root)`` with ``config.residual``);
+  proposals by 3D NMS (:func:`~.space.nms_3d`).
 - ``pose_net_3d``: a V2V network from each proposal's cuboid of the ``J`` joint heatmaps to
   ``J`` volumes, read out by 3D soft-argmax (:func:`mvbook.heatmaps.soft_argmax_3d`).
 - ``attn_net_2d`` (sec. 3.5): a lighter SimpleBaseline on the (augmented) images giving
@@ -92,6 +93,10 @@ class SelfPose3dNet(nn.Module):
                                front_kernel=3)
         self.pose_net = V2VNet(J, J, config.pose_width, config.pose_levels,
                                norm=config.v2v_norm, front_kernel=3)
+        if config.residual:  # a correction of the input volume, zero at the start
+            for net in (self.root_net, self.pose_net):
+                nn.init.zeros_(net.output.weight)
+                nn.init.zeros_(net.output.bias)
         self.attention = (AttentionNet(J, config.attention_backbone)
                           if config.soft_attention and config.supervision == "self" else None)
         self.space_center = tuple(float(v) for v in space_center)
@@ -123,7 +128,8 @@ class SelfPose3dNet(nn.Module):
         augmentation, ``T P``) -> ``(B, D, H, W)`` (eq. 1, then ``root_net``)."""
         check_shape(root_heatmaps, "root_heatmaps", "(B, C, 1, h, w)")
         F_root = view_average(root_heatmaps.float(), P, self.grid, self.image_size)
-        return self.root_net(F_root)[:, 0]
+        G = self.root_net(F_root)
+        return (G + F_root if self.config.residual else G)[:, 0]
 
     def propose(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """3D NMS of root volumes ``(B, D, H, W)``: ``roots (B, K, 3)``, ``scores``, ``valid``."""
@@ -141,6 +147,8 @@ class SelfPose3dNet(nn.Module):
         grid = make_grid(roots.float(), cfg.cuboid_size, cfg.cuboid_resolution)
         vol = view_average(heatmaps.float(), P, grid, self.image_size)
         out = self.pose_net(vol)
+        if cfg.residual:
+            out = out + vol
         return soft_argmax_3d(out.float() * cfg.pose_beta, grid)
 
     # ----------------------------------------------------------------------------- inference

@@ -170,16 +170,19 @@ def train_pipeline(plan: Settings, data: SceneSet, *, model: SelfPose3dNet | Non
         return None if checkpoint_dir is None else Path(checkpoint_dir) / stage
 
     feed = data
+    # the heatmap bank of a frozen 2D network: the supervised baseline and the runs without
+    # augmentations need only the unaugmented views
+    # (plan.augmentations == 0 with augmentations on: the frozen network runs every step)
+    augment = cfg.affine and cfg.supervision == "self"
+    copies = plan.augmentations if augment else 0
+    bank = cfg.freeze_backbone and (copies > 0 or not augment)
     for stage in stages:
         if stage == "finetune" and (cfg.supervision == "3d" or cfg.l1_weight == 0):
             continue
-        if stage == "root" and cfg.freeze_backbone and plan.augmentations and "heat" not in feed.tensors:
-            feed = cache_heatmaps(model, feed, plan.augmentations, seed=seed, device=device,
+        if stage != "backbone" and bank and "heat" not in feed.tensors:
+            feed = cache_heatmaps(model, feed, copies, seed=seed, device=device,
                                   progress=progress)
         if stage in ("pose", "finetune") and "proposals" not in feed.tensors:
-            if cfg.freeze_backbone and plan.augmentations and "heat" not in feed.tensors:
-                feed = cache_heatmaps(model, feed, plan.augmentations, seed=seed, device=device,
-                                      progress=progress)
             feed = with_proposals(model, feed, device=device)
         histories[stage] = fit(model, stage, feed, plan, steps=steps, device=device, seed=seed,
                                checkpoint_dir=ckpt(stage), progress=progress)
