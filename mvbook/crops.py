@@ -9,6 +9,7 @@ that crops, crop cameras and 2D labels can never disagree:
   crops' pinhole cameras, 2D labels), undistorting when the cameras have lens distortion;
 - :func:`crop_camera` / :func:`crop_points`: the camera of a crop (through
   :meth:`mvbook.geometry.Camera.crop`) and the same map applied to pixel coordinates;
+- :func:`paste_crops`: crops put back into their frames (the inverse of :func:`crop_images`);
 - :func:`crop_images`: bilinear resampling of the boxes (anti-aliased by supersampling when
   the crop shrinks the image); given the images' cameras with lens distortion, it samples
   through the distortion model, so that the crops are undistorted pinhole images
@@ -50,6 +51,7 @@ __all__ = [
     "crop_camera",
     "crop_points",
     "crop_images",
+    "paste_crops",
     "undistort_boxes",
     "PersonCrops",
     "crop_person",
@@ -212,7 +214,7 @@ def crop_images(
     if mode == "nearest":
         supersample = 1
     if supersample is None:
-        shrink = float(((boxes[:, 2:] - boxes[:, :2]) / size).max()) if N else 1.0
+        shrink = float(((boxes[:, 2:] - boxes[:, :2]).detach() / size).max()) if N else 1.0
         supersample = int(min(4, max(1, math.ceil(shrink))))
     if int(supersample) != supersample or supersample < 1:
         raise ValueError(f"supersample must be a positive integer, got {supersample}")
@@ -237,6 +239,51 @@ def crop_images(
     if images.dtype == torch.uint8:
         return out.round().clamp(0, 255).to(torch.uint8)
     return out.to(images.dtype)
+
+
+def paste_crops(
+    crops: torch.Tensor, boxes: torch.Tensor, image_size: Sequence[int], mode: str = "bilinear",
+) -> torch.Tensor:
+    """Put ``S x S`` crops back into frames of ``image_size``: the inverse of :func:`crop_images`.
+
+    Frame pixel ``u`` reads the crop at ``u' = (u - x0 + 1/2) S / (x1 - x0) - 1/2`` (the module's
+    convention), bilinearly; frame pixels outside the box read zeros. Differentiable with
+    respect to ``crops`` and ``boxes`` (the inverse spatial transformer of Honari et al.,
+    sec. 3.1). Boxes need not be square; a crop pasted back and cropped again is the crop up to
+    the blur of two bilinear resamplings.
+
+    Args:
+        crops: ``(N, Ch, S, S)`` floating point, any number of channels.
+        boxes: ``(N, 4)`` ``(x0, y0, x1, y1)`` frame px.
+        image_size: ``(width, height)`` of the frames.
+        mode: ``"bilinear"`` or ``"nearest"``.
+
+    Returns:
+        ``(N, Ch, H, W)`` in the dtype of ``crops``.
+    """
+    crops = check_tensor(crops, "crops", floating=True)
+    check_shape(crops, "crops", "(N, Ch, S, S)")
+    check_choice(mode, "mode", ("bilinear", "nearest"))
+    N, _, S, S2 = crops.shape
+    if S != S2:
+        raise ValueError(f"crops must be square, got {S}x{S2}")
+    check_shape(boxes, "boxes", f"({N}, 4)")
+    if len(image_size) != 2:
+        raise ValueError(f"image_size must be (width, height), got {image_size!r}")
+    W, H = (int(v) for v in image_size)
+    _check_size(W, "image_size[0]")
+    _check_size(H, "image_size[1]")
+    boxes = boxes.to(device=crops.device, dtype=crops.dtype)
+    wh = boxes[:, 2:] - boxes[:, :2]
+    if bool((wh.detach() <= 0).any()):
+        raise ValueError("boxes must have x1 > x0 and y1 > y0")
+    u = torch.arange(W, device=crops.device, dtype=crops.dtype)
+    v = torch.arange(H, device=crops.device, dtype=crops.dtype)
+    # grid_sample's align_corners=False coordinate of crop pixel u' is (2 u' + 1) / S - 1
+    gu = 2 * (u[None] + 0.5 - boxes[:, 0:1]) / wh[:, 0:1] - 1  # (N, W)
+    gv = 2 * (v[None] + 0.5 - boxes[:, 1:2]) / wh[:, 1:2] - 1  # (N, H)
+    grid = torch.stack(torch.broadcast_tensors(gu[:, None, :], gv[:, :, None]), dim=-1)
+    return F.grid_sample(crops, grid, mode=mode, padding_mode="zeros", align_corners=False)
 
 
 def warp_crops(

@@ -33,6 +33,7 @@ __all__ = [
     "argmax_3d",
     "pixel_coordinates",
     "refine_argmax_2d",
+    "gaussian_factors_2d",
     "render_gaussian_2d",
     "render_gaussian_3d",
     "soft_argmax_2d",
@@ -108,6 +109,36 @@ def pixel_coordinates(
 # --------------------------------------------------------------------------------------------
 # rendering
 # --------------------------------------------------------------------------------------------
+def gaussian_factors_2d(
+    points: torch.Tensor,
+    image_size: Sequence[int],
+    sigma: float | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The separable factors of :func:`render_gaussian_2d`: ``H[..., j] = gy[..., j, :, None] *
+    gx[..., j, None, :]``.
+
+    ``gx[..., j, u] = exp(-(u - x_j)^2 / (2 sigma^2))`` at the pixel centres ``u`` and likewise
+    ``gy`` (zeros for non-finite points). Work that is linear in a map (a dot product with a
+    mask, a convolution) can be done on the factors in ``O(J (H + W))`` memory instead of
+    ``O(J H W)``.
+
+    Args: as :func:`render_gaussian_2d`. Returns ``gx (..., J, W)`` and ``gy (..., J, H)``.
+    """
+    points = check_tensor(points, "points", floating=True)
+    check_shape(points, "points", "(..., J, 2)")
+    width, height = _check_image_size(image_size)
+    s = _sigma_tensor(sigma, points[..., 0])
+    finite = torch.isfinite(points).all(dim=-1)  # (..., J)
+    safe = torch.where(
+        finite[..., None], points, torch.zeros((), dtype=points.dtype, device=points.device)
+    )
+    u, v = pixel_coordinates((width, height), device=points.device, dtype=points.dtype)
+    two_var = (2.0 * s * s)[..., None]  # broadcastable to (..., J, 1)
+    gx = torch.exp(-((u - safe[..., 0:1]) ** 2) / two_var)  # (..., J, W)
+    gy = torch.exp(-((v - safe[..., 1:2]) ** 2) / two_var)  # (..., J, H)
+    return gx * finite[..., None].to(points.dtype), gy
+
+
 def render_gaussian_2d(
     points: torch.Tensor,
     image_size: Sequence[int],
@@ -135,19 +166,7 @@ def render_gaussian_2d(
         ``(..., J, H, W)`` heatmaps of the dtype/device of ``points``. The Gaussian is separable,
         so the cost is ``O(J (H + W))`` exponentials plus one outer product per map.
     """
-    points = check_tensor(points, "points", floating=True)
-    check_shape(points, "points", "(..., J, 2)")
-    width, height = _check_image_size(image_size)
-    s = _sigma_tensor(sigma, points[..., 0])
-    finite = torch.isfinite(points).all(dim=-1)  # (..., J)
-    safe = torch.where(
-        finite[..., None], points, torch.zeros((), dtype=points.dtype, device=points.device)
-    )
-    u, v = pixel_coordinates((width, height), device=points.device, dtype=points.dtype)
-    two_var = (2.0 * s * s)[..., None]  # broadcastable to (..., J, 1)
-    gx = torch.exp(-((u - safe[..., 0:1]) ** 2) / two_var)  # (..., J, W)
-    gy = torch.exp(-((v - safe[..., 1:2]) ** 2) / two_var)  # (..., J, H)
-    gx = gx * finite[..., None].to(points.dtype)
+    gx, gy = gaussian_factors_2d(points, image_size, sigma)
     heat = gy[..., :, None] * gx[..., None, :]  # (..., J, H, W)
     if normalize:
         total = heat.sum(dim=(-2, -1), keepdim=True)

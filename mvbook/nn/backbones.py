@@ -227,15 +227,20 @@ class SimpleBaseline(nn.Module):
         f = self.deconv(g)
         return BackboneOutput(self.final(f), f, g)
 
-    def stage_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+    def stage_features(self, images: torch.Tensor, count: int | None = None) -> list[torch.Tensor]:
         """The encoder's maps at every scale: the stem's output, then each stage's output
         (strides ``stem_stride``, then doubling; ``expansion * width * 2**i`` channels), as a ResNet's
-        ``conv1 .. conv5`` maps serve as generic image features (trunks, perceptual losses)."""
+        ``conv1 .. conv5`` maps serve as generic image features (trunks, perceptual losses).
+        ``count``: only the first ``count`` maps (the later stages are not run); None: all."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must have shape (N, 3, S, S), got {tuple(images.shape)}")
+        total = 1 + len(self.encoder)
+        if count is not None and not (isinstance(count, int) and 1 <= count <= total):
+            raise ValueError(f"count must be an int in 1..{total} or None, got {count!r}")
+        n = total if count is None else count
         x = self.stem(images)
         maps = [x]
-        for stage in self.encoder:
+        for stage in list(self.encoder)[: n - 1]:
             x = stage(x)
             maps.append(x)
         return maps
