@@ -30,7 +30,16 @@ from .augment import (
     random_affines,
     warp_images,
 )
-from .config import ABLATIONS, PSEUDO, STAGES, SUPERVISION, Config, Settings, settings
+from .config import (
+    ABLATIONS,
+    DEVIATIONS,
+    PSEUDO,
+    STAGES,
+    SUPERVISION,
+    Config,
+    Settings,
+    settings,
+)
 from .data import (
     PSEUDO_FORMAT,
     SceneSet,
@@ -67,7 +76,7 @@ from .space import (
 from .training import build_model, fit, main, train_pipeline, with_config
 
 __all__ = [
-    "ABLATIONS", "PSEUDO", "STAGES", "SUPERVISION", "Config", "Settings", "settings",
+    "ABLATIONS", "DEVIATIONS", "PSEUDO", "STAGES", "SUPERVISION", "Config", "Settings", "settings",
     "PSEUDO_FORMAT", "SceneSet", "cache_heatmaps", "frame_indices", "prepare", "pseudo_poses",
     "read_pseudo", "with_proposals",
     "AttentionNet", "SelfPose3dNet", "space_center_from_cameras",

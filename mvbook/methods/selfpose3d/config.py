@@ -14,7 +14,8 @@ from mvbook.nn.backbones import BackboneConfig, resnet18_like
 from mvbook.runtime import by_profile
 from mvbook.validation import check_choice, check_positive
 
-__all__ = ["PSEUDO", "STAGES", "SUPERVISION", "Config", "Settings", "settings"]
+__all__ = ["ABLATIONS", "DEVIATIONS", "PSEUDO", "STAGES", "SUPERVISION", "Config", "Settings",
+           "settings"]
 
 #: Training stages, in order (sec. 3.6): the 2D network on (pseudo) 2D heatmaps, the root net,
 #: the pose net with the heatmap loss only, then with the joint loss added ("finetune").
@@ -64,6 +65,13 @@ class Config:
     residual (False, the full profile); the CPU profiles take it so that a few hundred steps
     suffice.
 
+    ``heatmap_source``: where the views' heatmaps come from: ``"network"``, the paper's
+    ``heatmap_net_2d`` on whole views, or ``"poses"``, Gaussians rendered at the top-down 2D
+    detections of every view (weighted by the detector's peak values; the root at the mean of
+    the root joints), as the authors' code feeds Shelf and Campus. The CPU profiles take
+    ``"poses"``: on the studio's small views a whole-view network trained for minutes gives
+    heatmaps too poor for 3D (measured: soft-argmax of its view-averaged cuboids 600+ mm off).
+
     ``supervision``: ``"self"`` or ``"3d"`` (:data:`SUPERVISION`); ``match_radius`` mm: the
     supervised pose net trains on proposals within it of a true root (VoxelPose's matching).
     ``freeze_backbone``: the 2D network is fixed after its stage (its heatmaps can be computed
@@ -108,12 +116,14 @@ class Config:
     hard_attention: bool = True
     render_sigma: float | None = None
     residual: bool = False
+    heatmap_source: str = "network"
     supervision: str = "self"
     match_radius: float = 500.0
     freeze_backbone: bool = True
 
     def __post_init__(self) -> None:
         check_choice(self.supervision, "supervision", SUPERVISION)
+        check_choice(self.heatmap_source, "heatmap_source", ("network", "poses"))
         check_choice(self.v2v_norm, "v2v_norm", ("batch", "group"))
         for name in ("heatmap_sigma", "root_sigma", "cuboid_size", "pose_beta", "match_radius"):
             check_positive(getattr(self, name), name)
@@ -172,6 +182,43 @@ class Settings:
             raise ValueError(f"unknown settings {sorted(unknown)}")
         return replace(self, config=replace(self.config, **cfg_fields), **own)
 
+
+#: Where the book departs from the paper (and where the paper and the authors' code disagree),
+#: for the notebook to list.
+DEVIATIONS: tuple[str, ...] = (
+    "Pseudo 2D poses: the zoo's pose2d (a studio-trained 2D detector) on the dataset's person "
+    "boxes of persons with at least 6 visible joints, instead of HRNet on Mask R-CNN boxes "
+    "(the authors' code uses Keypoint R-CNN boxes).",
+    "heatmap_net_2d starts from the zoo's pose2d weights (the paper: an ImageNet ResNet-50 "
+    "trained 20 epochs on the pseudo poses) and has one extra root heatmap (the mean of the root "
+    "joints); the CPU profiles fine-tune it briefly and then freeze it, computing its heatmaps of "
+    "each training frame and of a few augmented copies once (the paper trains end to end).",
+    "Affine augmentations follow the paper: rotation U(-45, 45) degrees and scale 1 + U(-0.35, "
+    "0.35); the authors' code rotates only half of the time and draws the scale offset from "
+    "[0.1, 0.35] or -[0.05, 0.175]. One draw per copy and frame, shared by the views (as the "
+    "code; the paper does not say). No rand-augment or cutout.",
+    "Synthetic roots: 1..5 per sample, uniform in 80% of the space's horizontal extent at "
+    "heights 0.3-1.2 m; their 2D Gaussians get N(0, 0.5 px) jitter, peaks U(0.3, 1) and a 20% "
+    "chance per view of being dropped (the paper says only 'with noise').",
+    "Eq. 3 treats G^0 as a fixed target (no gradient), the paper's 'baseline'.",
+    "The root net's proposals of the unaugmented views are computed once after its stage and "
+    "the root net stays fixed in the pose stages (the paper's Tab. 4 setting).",
+    "Attention maps A = 2 sigmoid(z) (positive, 1 at the start); the paper does not say how A "
+    "is kept non-negative. attn_net_2d is a small SimpleBaseline, not a ResNet-18, on CPU.",
+    "The L1 joint loss is in heatmap pixels; the projected poses are rendered and matched "
+    "against all pseudo persons of a view (maximum over persons).",
+    "The space box of the studio is 4 x 4 x 2 m (people stand within 1.5 m of the centre), "
+    "32 x 32 x 16 voxels in quick, 40 x 40 x 20 (the paper's 100 mm voxel) in full; pose "
+    "cuboids 2 m in 16^3 voxels in quick (the paper 64^3).",
+    "CPU profiles: residual V2V networks (the input volume plus a correction), a root threshold "
+    "of 0.1 instead of VoxelPose's 0.3, a few hundred steps per stage instead of epochs, Adam "
+    "with a cosine decay instead of step decays.",
+    "Schedules: the paper trains the pose net 5 epochs with the L2 loss then 5 with L1 added at "
+    "half the rate; the authors' configuration trains 8 epochs with L1 from epoch 5.",
+    "Supervised baseline: the same networks (a root net on the root heatmap only, not "
+    "VoxelPose's all-joint input) trained on ground-truth 2D heatmaps, 3D root Gaussians and L1 "
+    "to the true pose of proposals within 500 mm of a true root.",
+)
 
 #: The ablations of the paper's tables, as changes of :class:`Config` / :class:`Settings`
 #: (``settings(...).replace(**ABLATIONS[name])``).
@@ -246,6 +293,8 @@ def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
         root_threshold=by_profile(profile, smoke=0.1, quick=0.1, full=0.3),
         supervision=supervision,
         residual=by_profile(profile, smoke=True, quick=True, full=False),
+        heatmap_source=by_profile(profile, smoke="poses", quick="poses", full="network"),
+        v2v_norm=by_profile(profile, smoke="group", quick="group", full="batch"),
         freeze_backbone=by_profile(profile, smoke=True, quick=True, full=False),
     )
     return Settings(

@@ -47,6 +47,7 @@ __all__ = [
     "prepare",
     "pseudo_poses",
     "read_pseudo",
+    "render_input_heatmaps",
     "with_proposals",
 ]
 
@@ -111,7 +112,8 @@ def _projections(K: torch.Tensor, R: torch.Tensor, t: torch.Tensor) -> torch.Ten
 @torch.no_grad()
 def pseudo_poses(images: torch.Tensor, bbox: torch.Tensor, keep: torch.Tensor,
                  detector: torch.nn.Module, crop_size: int, crop_scale: float,
-                 threshold: float = 0.2, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+                 threshold: float = 0.2, batch_size: int = 64, return_peaks: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-down pseudo 2D poses: ``detector`` (a :class:`mvbook.nn.SimpleBaseline`) on square
     crops of the person boxes.
 
@@ -121,7 +123,8 @@ def pseudo_poses(images: torch.Tensor, bbox: torch.Tensor, keep: torch.Tensor,
         threshold: a joint is valid when its heatmap peak reaches it.
 
     Returns:
-        ``joints2d (N, C, Q, J, 2)`` image px and ``valid (N, C, Q, J)`` bool.
+        ``joints2d (N, C, Q, J, 2)`` image px and ``valid (N, C, Q, J)`` bool (with
+        ``return_peaks``: the peak values clamped to [0, 1], 0 where not valid).
     """
     from mvbook.crops import heatmap_to_crop, normalize_images
     from mvbook.heatmaps import refine_argmax_2d
@@ -132,6 +135,7 @@ def pseudo_poses(images: torch.Tensor, bbox: torch.Tensor, keep: torch.Tensor,
     J = detector.num_joints
     uv_all = torch.zeros(N, C, Q, J, 2)
     ok_all = torch.zeros(N, C, Q, J, dtype=torch.bool)
+    peak_all = torch.zeros(N, C, Q, J)
     for a in range(0, len(n), batch_size):
         sl = slice(a, a + batch_size)
         crops = crop_images(images[n[sl], c[sl]], boxes[sl], crop_size)
@@ -142,7 +146,9 @@ def pseudo_poses(images: torch.Tensor, bbox: torch.Tensor, keep: torch.Tensor,
         uv = (uv + 0.5) * side / crop_size + boxes[sl, None, :2] - 0.5  # crop px -> image px
         uv_all[n[sl], c[sl], q[sl]] = uv
         ok_all[n[sl], c[sl], q[sl]] = peak >= threshold
-    return uv_all, ok_all
+        peak_all[n[sl], c[sl], q[sl]] = torch.where(peak >= threshold, peak.clamp(0, 1),
+                                                    torch.zeros_like(peak))
+    return (uv_all, peak_all) if return_peaks else (uv_all, ok_all)
 
 
 def read_pseudo(path: str | os.PathLike, index: Sequence[int], num_views: int, num_joints: int,
@@ -176,6 +182,7 @@ def read_pseudo(path: str | os.PathLike, index: Sequence[int], num_views: int, n
 
 
 def prepare(dataset: Any, config: Config, pseudo: str = "pose2d", *,
+            inputs: str | None = None,
             max_frames: int | None = None, zoo_profile: str = "quick", min_visible: int = 6,
             threshold: float = 0.2, noise_px: float = 2.0, occluded_px: float = 8.0,
             seed: int = 0, progress: bool = True) -> SceneSet:
@@ -186,7 +193,13 @@ def prepare(dataset: Any, config: Config, pseudo: str = "pose2d", *,
         dataset: multi-person frames (``images``, cameras, ``joints3d``, ``joints2d``,
             ``visibility``, ``bbox``, ``person_valid``).
         config: the method's :class:`~.config.Config` (``num_joints``).
-        pseudo: ``"pose2d"``, ``"gt"``, ``"noise"`` (:data:`~.config.PSEUDO`) or a path.
+        pseudo: ``"pose2d"``, ``"gt"``, ``"noise"`` (:data:`~.config.PSEUDO`) or a path: the
+            2D labels (``pseudo2d``, ``pseudo_valid``).
+        inputs: the source of the input detections ``input2d (N, C, Q, J, 2)`` and
+            ``input_score (N, C, Q, J)`` (0 where not detected) that
+            ``config.heatmap_source == "poses"`` renders: ``"pose2d"`` or a path (scores: 1 for
+            valid joints). Default: ``"pose2d"`` with the ``"poses"`` source (the test split
+            too: detections, never the ground truth), None otherwise.
         max_frames: frames kept, evenly spread (None: all).
         zoo_profile: the size of the zoo's ``pose2d`` (``"pose2d"`` labels).
         min_visible: a person is "detected" in a view with at least this many visible joints.
@@ -223,13 +236,10 @@ def prepare(dataset: Any, config: Config, pseudo: str = "pose2d", *,
     inside = torch.isfinite(uv).all(-1) & (uv[..., 0] >= -0.5) & (uv[..., 0] <= W - 0.5) & \
         (uv[..., 1] >= -0.5) & (uv[..., 1] <= H - 0.5)
     gt_valid = inside & pv[:, None, :, None] & t["joints3d_valid"].bool()[:, None]
-    if str(pseudo) == "gt":
-        labels, valid = torch.nan_to_num(uv), gt_valid
-    elif str(pseudo) == "noise":
-        g = torch.Generator().manual_seed(seed)
-        sd = torch.where(vis, noise_px, occluded_px)[..., None]
-        labels, valid = torch.nan_to_num(uv) + sd * torch.randn(uv.shape, generator=g), gt_valid
-    elif str(pseudo) == "pose2d":
+    if inputs is None and config.heatmap_source == "poses":
+        inputs = "pose2d"
+
+    def detect() -> tuple[torch.Tensor, torch.Tensor]:
         from mvbook.zoo import load, recipe
 
         rec = recipe("pose2d", zoo_profile)
@@ -238,15 +248,55 @@ def prepare(dataset: Any, config: Config, pseudo: str = "pose2d", *,
         side = (bbox[..., 2:] - bbox[..., :2]).amin(-1)
         detected = pv[:, None, :] & (vis.sum(-1) >= min_visible) & (side >= 4) & \
             torch.isfinite(bbox).all(-1)
-        labels, valid = pseudo_poses(t["images"], bbox, detected, detector, rec.crop_size,
-                                     rec.crop_scale, threshold)
+        return pseudo_poses(t["images"], bbox, detected, detector, rec.crop_size,
+                            rec.crop_scale, threshold, return_peaks=True)
+
+    detections = None
+    if inputs is not None:
+        if str(inputs) == "pose2d":
+            detections = detect()
+        else:
+            a, b = read_pseudo(inputs, t["index"].tolist(), C, J, threshold)
+            detections = (a, b.float())
+    if str(pseudo) == "gt":
+        labels, valid = torch.nan_to_num(uv), gt_valid
+    elif str(pseudo) == "noise":
+        g = torch.Generator().manual_seed(seed)
+        sd = torch.where(vis, noise_px, occluded_px)[..., None]
+        labels, valid = torch.nan_to_num(uv) + sd * torch.randn(uv.shape, generator=g), gt_valid
+    elif str(pseudo) == "pose2d":
+        labels, score = detections if str(inputs) == "pose2d" else detect()
+        valid = score > 0
     else:
         labels, valid = read_pseudo(pseudo, t["index"].tolist(), C, J, threshold)
-    return SceneSet({
+    tensors = {
         "images": t["images"], "P": P, "pseudo2d": labels.float(), "pseudo_valid": valid.bool(),
         "joints3d": torch.nan_to_num(t["joints3d"].float()), "joint_valid": t["joints3d_valid"].bool(),
         "person_valid": pv, "index": t["index"],
-    }, image_size, getattr(dataset, "skeleton", "h36m17"))
+    }
+    if detections is not None:
+        tensors["input2d"], tensors["input_score"] = detections[0].float(), detections[1].float()
+    return SceneSet(tensors, image_size, getattr(dataset, "skeleton", "h36m17"))
+
+
+def render_input_heatmaps(model: Any, joints2d: torch.Tensor, score: torch.Tensor,
+                          T: torch.Tensor) -> torch.Tensor:
+    """The views' heatmaps of ``config.heatmap_source == "poses"``: Gaussians of
+    ``heatmap_sigma`` at 2D detections ``(N, C, Q, J, 2)`` image px seen through augmentations
+    ``T (N, A, C, 3, 3)``, scaled by ``score (N, C, Q, J)``, the maximum over persons; the root
+    heatmap at the mean of the root joints (the smallest of their scores).
+    Returns ``(N, A, C, J + 1, h, w)``."""
+    from .augment import apply_affine
+    from .losses import render_poses
+
+    cfg = model.config
+    uv = apply_affine(T[:, :, :, None], joints2d[:, None])  # (N, A, C, Q, J, 2)
+    idx = list(cfg.root_joints)
+    uv = torch.cat([uv, uv[..., idx, :].mean(-2, keepdim=True)], -2)
+    sc = torch.cat([score, score[..., idx].amin(-1, keepdim=True)], -1)[:, None]
+    sc = sc.expand(*uv.shape[:-1])
+    return render_poses(uv, sc > 0, model.image_size, model.heatmap_size, cfg.heatmap_sigma,
+                        weights=sc)
 
 
 @torch.no_grad()
@@ -256,7 +306,9 @@ def cache_heatmaps(model: Any, data: SceneSet, augmentations: int, *, seed: int 
     """The heatmap bank of a frozen 2D network: for every frame the heatmaps of its views and
     of ``augmentations`` affine-augmented copies (random draws of the config's ranges, one per
     copy and frame; identity when ``config.affine`` is False), float16. Training steps then
-    draw two copies (A, B) from the bank instead of running the 2D network."""
+    draw two copies (A, B) from the bank instead of running the 2D network. With
+    ``config.heatmap_source == "poses"`` the heatmaps are rendered from the set's detections
+    (:func:`render_input_heatmaps`)."""
     cfg = model.config
     g = torch.Generator().manual_seed(seed)
     N, C = data.tensors["P"].shape[:2]
@@ -264,6 +316,10 @@ def cache_heatmaps(model: Any, data: SceneSet, augmentations: int, *, seed: int 
     T = random_affines((N, A), data.image_size, cfg.rotation_deg, cfg.scale, g) if cfg.affine \
         else torch.eye(3).expand(N, A, 3, 3)
     T = torch.cat([torch.eye(3).expand(N, 1, 3, 3), T], 1)[:, :, None].expand(N, A + 1, C, 3, 3)
+    if cfg.heatmap_source == "poses":
+        return data.replace(heat=render_input_heatmaps(model, data.tensors["input2d"],
+                                                       data.tensors["input_score"], T).half(),
+                            T=T.contiguous())
     was = model.training
     model.eval().to(device)
     out = []
@@ -289,6 +345,9 @@ def with_proposals(model: Any, data: SceneSet, *, device: str | torch.device = "
         P = data.tensors["P"][a:a + batch_size].to(device)
         if "heat" in data.tensors:
             heat = data.tensors["heat"][a:a + batch_size, 0].to(device).float()
+        elif model.config.heatmap_source == "poses":
+            heat = cache_heatmaps(model, data.subset(range(a, min(a + batch_size, len(data)))),
+                                  0).tensors["heat"][:, 0].to(device).float()
         else:
             heat = model.heatmaps(data.tensors["images"][a:a + batch_size].to(device))
         r, _, v = model.propose(model.root_volume(heat[:, :, J:J + 1], P))

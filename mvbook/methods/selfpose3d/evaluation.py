@@ -30,6 +30,10 @@ def predict(model: Any, data: SceneSet, *, device: str | torch.device = "cpu",
     """The model's outputs on every frame of ``data`` (its cached unaugmented heatmaps when it
     has a bank): ``poses (N, K, J, 3)`` mm (NaN where not valid), ``roots (N, K, 3)`` mm,
     ``scores (N, K)``, ``valid (N, K)`` bool."""
+    if "heat" not in data.tensors and model.config.heatmap_source == "poses":
+        from .data import cache_heatmaps
+
+        data = cache_heatmaps(model, data, 0)
     was = model.training
     model.eval().to(device)
     keys = ("poses", "roots", "scores", "valid")

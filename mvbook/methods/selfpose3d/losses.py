@@ -74,13 +74,16 @@ def roots_of(joints: torch.Tensor, valid: torch.Tensor, root_joints: Sequence[in
 
 
 def render_poses(joints2d: torch.Tensor, valid: torch.Tensor, image_size: Sequence[int],
-                 heatmap_size: Sequence[int], sigma: float) -> torch.Tensor:
+                 heatmap_size: Sequence[int], sigma: float,
+                 weights: torch.Tensor | None = None) -> torch.Tensor:
     """Multi-person heatmaps: 2D poses ``(..., P, J, 2)`` image px, ``valid (..., P, J)`` ->
-    ``(..., J, h, w)``, the maximum over persons of differentiable Gaussians (sec. 3.4)."""
+    ``(..., J, h, w)``, the maximum over persons of differentiable Gaussians (sec. 3.4), each
+    scaled by ``weights (..., P, J)`` when given."""
     check_shape(joints2d, "joints2d", "(..., P, J, 2)")
     uv = image_to_heatmap(joints2d, image_size, heatmap_size)
     heat = render_gaussian_2d(uv, tuple(int(v) for v in heatmap_size), sigma)
-    heat = heat * valid.to(heat.dtype)[..., None, None]
+    w = valid.to(heat.dtype) if weights is None else valid.to(heat.dtype) * weights.to(heat)
+    heat = heat * w[..., None, None]
     if heat.shape[-4] == 0:
         return heat.sum(-4)
     return heat.amax(-4)

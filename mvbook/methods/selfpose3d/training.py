@@ -175,10 +175,12 @@ def train_pipeline(plan: Settings, data: SceneSet, *, model: SelfPose3dNet | Non
     # (plan.augmentations == 0 with augmentations on: the frozen network runs every step)
     augment = cfg.affine and cfg.supervision == "self"
     copies = plan.augmentations if augment else 0
-    bank = cfg.freeze_backbone and (copies > 0 or not augment)
+    bank = cfg.heatmap_source == "poses" or (cfg.freeze_backbone and (copies > 0 or not augment))
     for stage in stages:
         if stage == "finetune" and (cfg.supervision == "3d" or cfg.l1_weight == 0):
             continue
+        if stage == "backbone" and cfg.heatmap_source == "poses":
+            continue  # the heatmaps are rendered from the detections: no 2D network to train
         if stage != "backbone" and bank and "heat" not in feed.tensors:
             feed = cache_heatmaps(model, feed, copies, seed=seed, device=device,
                                   progress=progress)
