@@ -507,3 +507,73 @@ def test_residual_networks_start_from_the_view_averaged_volumes():
         grid = make_grid(root, cfg.cuboid_size, cfg.cuboid_resolution)
         vol = sp.view_average(heat[:, :, :5], P, grid, IMAGE)
         torch.testing.assert_close(Y, soft_argmax_3d(vol * cfg.pose_beta, grid))
+
+
+def test_input_heatmaps_rendered_from_detections():
+    """heatmap_source="poses": each view's heatmaps are Gaussians at its detections seen through
+    the augmentation, scaled by their scores, the root at the mean of the root joints."""
+    cfg = small_config(heatmap_source="poses", root_joints=(1, 2))
+    model = sp.SelfPose3dNet(cfg, IMAGE, (0.0, 0.0, 900.0))
+    g = torch.Generator().manual_seed(9)
+    uv = torch.rand(2, 3, 2, 5, 2, generator=g) * torch.tensor([90.0, 60.0])
+    score = torch.rand(2, 3, 2, 5, generator=g)
+    score[0, 1, 1] = 0.0  # a person not detected in one view
+    T = sp.random_affines((2, 2), IMAGE, generator=g)[:, :, None].expand(2, 2, 3, 3, 3)
+    heat = sp.render_input_heatmaps(model, uv, score, T)
+    w, h = model.heatmap_size
+    assert heat.shape == (2, 2, 3, 6, h, w)
+    for n, a, c in itertools.product(range(2), range(2), range(3)):
+        ref = torch.zeros(6, h, w)
+        for q in range(2):
+            pts = sp.image_to_heatmap(sp.apply_affine(T[n, a, c], uv[n, c, q]), IMAGE, (w, h))
+            root = pts[[1, 2]].mean(0, keepdim=True)
+            s = torch.cat([score[n, c, q], score[n, c, q, [1, 2]].min()[None]])
+            maps = render_gaussian_2d(torch.cat([pts, root]), (w, h), cfg.heatmap_sigma)
+            ref = torch.maximum(ref, maps * s[:, None, None])
+        torch.testing.assert_close(heat[n, a, c], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_pipeline_with_heatmaps_from_detections():
+    cfg = small_config(heatmap_source="poses", residual=True, v2v_norm="group")
+    data = _scene_set(n=4)
+    data = data.replace(input2d=data.tensors["pseudo2d"] + 0.5,
+                        input_score=torch.full(data.tensors["pseudo_valid"].shape, 0.9))
+    torch.manual_seed(0)
+    model, feed, hist = sp.train_pipeline(_plan(cfg, 2), data, device="cpu", progress=False)
+    assert "backbone" not in hist and {"root", "pose", "finetune"} <= set(hist)
+    assert feed.tensors["heat"].shape[1] == 4  # the unaugmented views and 3 copies
+    res = sp.evaluate(model, data)  # the test set's heatmaps are rendered on the fly
+    assert 0 <= res["Recall@500"] <= 100 and "PCP" not in res
+    with pytest.raises(ValueError, match="skeleton"):
+        sp.evaluate(model, data, pcp=True)  # PCP needs a skeleton convertible to shelf14
+
+
+def test_evaluate_wiring_on_perfect_and_shifted_predictions():
+    """evaluate() on given predictions: perfect poses give AP 100, MPJPE 0, root AP 100, PCP 100
+    (h36m17 converted to shelf14, actors 1-3, an absent actor counting 0); a false positive
+    with a lower score leaves AP unchanged."""
+    g = torch.Generator().manual_seed(10)
+    N, G, J = 3, 2, 17
+    gt = torch.randn(N, G, J, 3, generator=g) * 300 + torch.tensor([0.0, 0.0, 900.0])
+    data = sp.SceneSet({"images": torch.zeros(N, 1, 3, 4, 4, dtype=torch.uint8),
+                        "joints3d": gt, "joint_valid": torch.ones(N, G, J, dtype=torch.bool),
+                        "person_valid": torch.ones(N, G, dtype=torch.bool)}, (4, 4), "h36m17")
+    model = sp.SelfPose3dNet(sp.Config(), (64, 64), (0.0, 0.0, 800.0))
+    K = 4
+    poses = torch.full((N, K, J, 3), float("nan"))
+    poses[:, :G] = gt
+    poses[:, G] = gt[:, 0] + 2000.0  # a false positive
+    valid = torch.zeros(N, K, dtype=torch.bool)
+    valid[:, :G + 1] = True
+    scores = torch.tensor([0.9, 0.8, 0.1, 0.0]).expand(N, K)
+    pred = {"poses": poses, "roots": poses[:, :, 0], "scores": scores, "valid": valid}
+    res = sp.evaluate(model, data, prediction=pred, pcp=True)
+    assert res["AP@25"] == pytest.approx(100.0) and res["MPJPE"] == pytest.approx(0.0)
+    assert res["root AP@50"] == pytest.approx(100.0)
+    assert res["proposals"] == pytest.approx(3.0)
+    assert res["PCP actor 1"] == pytest.approx(100.0) and res["PCP actor 2"] == pytest.approx(100.0)
+    assert res["PCP"] == pytest.approx(200.0 / 3)  # actor 3 absent: 0, as VoxelPose
+    shifted = dict(pred, poses=poses + torch.tensor([0.0, 0.0, 60.0]))
+    res = sp.evaluate(model, data, prediction=shifted, pcp=False)
+    assert res["AP@50"] == 0.0 and res["AP@75"] == pytest.approx(100.0)
+    assert res["MPJPE"] == pytest.approx(60.0, rel=1e-4)

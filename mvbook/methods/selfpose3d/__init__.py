@@ -48,6 +48,7 @@ from .data import (
     prepare,
     pseudo_poses,
     read_pseudo,
+    render_input_heatmaps,
     with_proposals,
 )
 from .evaluation import evaluate, predict
@@ -78,7 +79,7 @@ from .training import build_model, fit, main, train_pipeline, with_config
 __all__ = [
     "ABLATIONS", "DEVIATIONS", "PSEUDO", "STAGES", "SUPERVISION", "Config", "Settings", "settings",
     "PSEUDO_FORMAT", "SceneSet", "cache_heatmaps", "frame_indices", "prepare", "pseudo_poses",
-    "read_pseudo", "with_proposals",
+    "read_pseudo", "render_input_heatmaps", "with_proposals",
     "AttentionNet", "SelfPose3dNet", "space_center_from_cameras",
     "affine_matrices", "apply_affine", "augment_projections", "heatmap_to_image",
     "image_to_heatmap", "project", "random_affines", "warp_images",
