@@ -55,7 +55,8 @@ class Config:
     ``scale`` (their ranges, the paper's 45 degrees and 0.35), ``cross_view`` (project the 3D
     poses of augmentation A into augmentation B's images and vice versa, Tab. 4; False
     projects each into its own), ``l1_weight`` (``lambda`` of eqs. 6 and 11), ``soft_attention``
-    (eqs. 7-8) with ``attention_weight`` (``sigma`` of eq. 11) and ``attention_backbone``,
+    (eqs. 7-8) with ``attention_weight`` (``sigma`` of eq. 11), ``attention_backbone`` and
+    ``attention_scale`` (the images are resized by it before ``attn_net_2d``),
     ``hard_attention`` (eqs. 9-10), ``render_sigma`` (heatmap px of the rendered heatmaps;
     None: ``heatmap_sigma``).
 
@@ -113,6 +114,7 @@ class Config:
     attention_weight: float = 0.1
     attention_backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(
         width=8, blocks=(1, 1, 1), stem_stride=2, deconv_layers=2, deconv_channels=8))
+    attention_scale: float = 1.0
     hard_attention: bool = True
     render_sigma: float | None = None
     residual: bool = False
@@ -290,6 +292,7 @@ def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
                                  deconv_channels=8),
             full=resnet18_like()),
         max_people=by_profile(profile, smoke=5, quick=6, full=10),
+        attention_scale=by_profile(profile, smoke=0.5, quick=0.5, full=1.0),
         root_threshold=by_profile(profile, smoke=0.1, quick=0.1, full=0.3),
         supervision=supervision,
         residual=by_profile(profile, smoke=True, quick=True, full=False),
@@ -301,7 +304,7 @@ def settings(profile: str, data: str = "studio", pseudo: str = "pose2d",
         config=config,
         steps=by_profile(profile,
                          smoke=dict(backbone=2, root=2, pose=2, finetune=2),
-                         quick=dict(backbone=100, root=150, pose=200, finetune=100),
+                         quick=dict(backbone=100, root=150, pose=120, finetune=120),
                          full=dict(backbone=20000, root=5000, pose=20000, finetune=20000)),
         batch=by_profile(profile,
                          smoke=dict(backbone=2, root=2, pose=2, finetune=2),

@@ -400,8 +400,12 @@ def make_loss(stage: str, config: Config, generator: torch.Generator | None = No
             if cfg.soft_attention and model.attention is not None:
                 from mvbook.crops import normalize_images
 
-                imgs = normalize_images(warp_images(batch["images"], Tv))
-                attn = model.attention(imgs.flatten(0, 1), model.heatmap_size).unflatten(0, (B, C))
+                imgs = normalize_images(warp_images(batch["images"], Tv)).flatten(0, 1)
+                if cfg.attention_scale != 1.0:
+                    imgs = torch.nn.functional.interpolate(
+                        imgs, scale_factor=cfg.attention_scale, mode="bilinear",
+                        align_corners=False, antialias=True)
+                attn = model.attention(imgs, model.heatmap_size).unflatten(0, (B, C))
                 loss_a = loss_a + attention_regulariser(attn)
             loss_h = loss_h + heatmap_loss(H, Hstar, attn)
             if with_l1 and cfg.l1_weight > 0:
