@@ -12,6 +12,11 @@ VoxelPose's structure trained without 3D labels, from pseudo 2D poses only (sec.
   2D joints (eq. 5), with soft attention (eqs. 7-8) and hard attention (eqs. 9-10): eq. 11;
 - the supervised baseline: the same networks trained with 3D labels (VoxelPose's protocol).
 
+The views' heatmaps come from the 2D network (``Config.heatmap_source = "network"``, the paper
+and the full profile) or are rendered from top-down 2D detections (``"poses"``, the CPU
+profiles; :func:`render_input_heatmaps`). :data:`DEVIATIONS` lists where the book departs from
+the paper, :data:`ABLATIONS` the paper's ablations as changes of the settings.
+
 The method contract (:mod:`mvbook.methods`): :class:`Config`, :class:`Settings`,
 :func:`settings` and :data:`ABLATIONS` (config.py); :func:`prepare`, :class:`SceneSet`,
 :func:`cache_heatmaps`, :func:`with_proposals`, :func:`read_pseudo` (data.py); the networks

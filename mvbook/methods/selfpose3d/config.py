@@ -212,9 +212,17 @@ DEVIATIONS: tuple[str, ...] = (
     "The space box of the studio is 4 x 4 x 2 m (people stand within 1.5 m of the centre), "
     "32 x 32 x 16 voxels in quick, 40 x 40 x 20 (the paper's 100 mm voxel) in full; pose "
     "cuboids 2 m in 16^3 voxels in quick (the paper 64^3).",
-    "CPU profiles: residual V2V networks (the input volume plus a correction), a root threshold "
-    "of 0.1 instead of VoxelPose's 0.3, a few hundred steps per stage instead of epochs, Adam "
-    "with a cosine decay instead of step decays.",
+    "CPU profiles (smoke, quick): the views' heatmaps are Gaussians rendered at the top-down "
+    "detections (scaled by the detector's peak values), the path the authors' code takes for "
+    "Shelf and Campus, instead of heatmap_net_2d on whole views: on the studio's 192 x 108 "
+    "views a whole-view network trained for minutes gave heatmaps whose view-averaged cuboids "
+    "put joints 400-700 mm off. The test frames get detections too (never ground truth); the "
+    "person boxes are the dataset's.",
+    "CPU profiles: residual V2V networks (the input volume plus a correction), group instead "
+    "of batch normalisation (batches of 2 frames; synthetic and real root volumes in one "
+    "stage), a root threshold of 0.1 instead of VoxelPose's 0.3, attn_net_2d on half-size "
+    "images, a few hundred steps per stage instead of epochs, Adam with a cosine decay instead "
+    "of step decays.",
     "Schedules: the paper trains the pose net 5 epochs with the L2 loss then 5 with L1 added at "
     "half the rate; the authors' configuration trains 8 epochs with L1 from epoch 5.",
     "Supervised baseline: the same networks (a root net on the root heatmap only, not "
