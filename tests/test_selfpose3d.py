@@ -321,6 +321,13 @@ def test_config_and_settings_validation():
     assert sp.settings("quick").replace(**sp.ABLATIONS["supervised"]).pseudo == "gt"
     with pytest.raises(ValueError, match="unknown settings"):
         sp.settings("quick").replace(bogus=1)
+    shelf = sp.for_skeleton(sp.settings("full", data="/data/shelf"), "shelf14", 14)
+    assert shelf.config.root_joints == (2, 3) and shelf.config.num_joints == 14
+    assert shelf.pretrained == "none"  # the zoo's pose2d has h36m17 joints
+    assert sp.for_skeleton(sp.settings("quick"), "h36m17", 17).pretrained == "pose2d"
+    assert sp.settings("full", data="/data/campus").config.space_size == (12000.0, 12000.0, 2000.0)
+    with pytest.raises(ValueError, match="root joints"):
+        sp.for_skeleton(sp.settings("quick"), "test5", 5)
 
 
 def test_space_center_from_cameras():

@@ -39,10 +39,12 @@ from .config import (
     ABLATIONS,
     DEVIATIONS,
     PSEUDO,
+    ROOT_JOINTS,
     STAGES,
     SUPERVISION,
     Config,
     Settings,
+    for_skeleton,
     settings,
 )
 from .data import (
@@ -82,7 +84,7 @@ from .space import (
 from .training import build_model, fit, main, train_pipeline, with_config
 
 __all__ = [
-    "ABLATIONS", "DEVIATIONS", "PSEUDO", "STAGES", "SUPERVISION", "Config", "Settings", "settings",
+    "ABLATIONS", "DEVIATIONS", "PSEUDO", "ROOT_JOINTS", "for_skeleton", "STAGES", "SUPERVISION", "Config", "Settings", "settings",
     "PSEUDO_FORMAT", "SceneSet", "cache_heatmaps", "frame_indices", "prepare", "pseudo_poses",
     "read_pseudo", "render_input_heatmaps", "with_proposals",
     "AttentionNet", "SelfPose3dNet", "space_center_from_cameras",

@@ -14,7 +14,7 @@ from mvbook.nn.backbones import BackboneConfig, resnet18_like
 from mvbook.runtime import by_profile
 from mvbook.validation import check_choice, check_positive
 
-__all__ = ["ABLATIONS", "DEVIATIONS", "PSEUDO", "STAGES", "SUPERVISION", "Config", "Settings",
+__all__ = ["ABLATIONS", "DEVIATIONS", "PSEUDO", "ROOT_JOINTS", "for_skeleton", "STAGES", "SUPERVISION", "Config", "Settings",
            "settings"]
 
 #: Training stages, in order (sec. 3.6): the 2D network on (pseudo) 2D heatmaps, the root net,
@@ -183,6 +183,24 @@ class Settings:
         if unknown:
             raise ValueError(f"unknown settings {sorted(unknown)}")
         return replace(self, config=replace(self.config, **cfg_fields), **own)
+
+
+#: The root joints (the root is their mean) of each skeleton: the pelvis of ``h36m17``, the
+#: body centre ("mid-hip", index 2) of Panoptic's skeletons, the hips of ``shelf14``.
+ROOT_JOINTS: dict[str, tuple[int, ...]] = {
+    "h36m17": (0,), "panoptic15": (2,), "panoptic19": (2,), "shelf14": (2, 3)}
+
+
+def for_skeleton(plan: Settings, skeleton: str, num_joints: int) -> Settings:
+    """``plan`` for data of ``skeleton`` (``num_joints`` joints): its root joints
+    (:data:`ROOT_JOINTS`) and joint count. The zoo's ``pose2d`` (17 ``h36m17`` joints) can then
+    start the 2D network only for ``h36m17`` data; other skeletons start it afresh."""
+    if skeleton not in ROOT_JOINTS:
+        raise ValueError(f"skeleton {skeleton!r} has no root joints; known: {sorted(ROOT_JOINTS)}")
+    changes: dict = {"root_joints": ROOT_JOINTS[skeleton], "num_joints": int(num_joints)}
+    if skeleton != "h36m17" and plan.pretrained == "pose2d":
+        changes["pretrained"] = "none"
+    return plan.replace(**changes)
 
 
 #: Where the book departs from the paper (and where the paper and the authors' code disagree),

@@ -31,7 +31,7 @@ from mvbook.schedules import warmup_cosine
 from mvbook.train import TrainConfig, TrainHistory, make_loader, train
 from mvbook.validation import check_choice
 
-from .config import ABLATIONS, STAGES, Config, Settings, settings
+from .config import ABLATIONS, STAGES, Config, Settings, for_skeleton, settings
 from .data import SceneSet, cache_heatmaps, prepare, with_proposals
 from .evaluation import evaluate
 from .losses import make_loss
@@ -205,6 +205,7 @@ def main(profile: str = "quick", data: str = "studio", device: str = "auto", see
     for split in ("train", "test"):
         ds = open_data(data, profile=profile, split=split, scene="multi", seed=seed, **base.studio)
         sets[split] = ds
+    base = for_skeleton(base, sets["train"].skeleton, len(sets["train"].joint_names))
     cache: dict[str, SceneSet] = {}
     t0 = time.perf_counter()
     for name in variants:
