@@ -156,7 +156,8 @@ class Settings:
     (frames per step, each with all its views) and ``lr`` (Adam, cosine decay to 1%);
     ``max_frames`` per split kept in memory (None: all); ``pseudo`` (:data:`PSEUDO` or a path);
     ``augmentations``: augmented copies of each training frame whose heatmaps are computed once
-    when the 2D network is frozen (a step draws two of them; 0: augment online);
+    when the 2D network is frozen or the heatmaps are rendered from detections (a step draws
+    two of them; 0: augment online with a frozen network, no augmentation with detections);
     ``zoo_profile``: the size of the zoo's ``pose2d`` giving the pseudo poses;
     ``pretrained``: where the 2D network starts: ``"pose2d"``, the zoo's 2D detector (its
     weights; the root heatmap starts as the mean of the root joints' heatmaps), as the paper
