@@ -584,3 +584,28 @@ def test_evaluate_wiring_on_perfect_and_shifted_predictions():
     res = sp.evaluate(model, data, prediction=shifted, pcp=False)
     assert res["AP@50"] == 0.0 and res["AP@75"] == pytest.approx(100.0)
     assert res["MPJPE"] == pytest.approx(60.0, rel=1e-4)
+
+
+def test_ablation_reuses_the_2d_and_root_networks_and_swaps_labels():
+    cfg = small_config(heatmap_source="poses", residual=True, v2v_norm="group")
+    data = _scene_set(n=4)
+    data = data.replace(input2d=data.tensors["pseudo2d"] + 0.5,
+                        input_score=torch.full(data.tensors["pseudo_valid"].shape, 0.9),
+                        index=torch.arange(4))
+    plan = _plan(cfg, 2)
+    torch.manual_seed(0)
+    model, feed, _ = sp.train_pipeline(plan, data, device="cpu", progress=False)
+    gt = data.replace(pseudo2d=data.tensors["pseudo2d"] - 3.0)
+    abl, abl_feed, hist = sp.ablation("gt2d", model, feed, plan, labels=gt, device="cpu",
+                                      progress=False)
+    assert set(hist) == {"pose", "finetune"}
+    torch.testing.assert_close(abl_feed.tensors["pseudo2d"], gt.tensors["pseudo2d"])
+    assert abl_feed.tensors["heat"] is feed.tensors["heat"]  # the bank is shared
+    torch.testing.assert_close(abl.root_net.state_dict()["output.weight"],
+                               model.root_net.state_dict()["output.weight"])
+    abl, _, hist = sp.ablation("l2_only", model, feed, plan, device="cpu", progress=False)
+    assert set(hist) == {"pose"} and abl.config.l1_weight == 0
+    with pytest.raises(ValueError, match="labels"):
+        sp.ablation("gt2d", model, feed, plan)
+    with pytest.raises(ValueError, match="supervised"):
+        sp.ablation("supervised", model, feed, plan)

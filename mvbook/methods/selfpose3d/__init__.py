@@ -81,7 +81,7 @@ from .space import (
     synthetic_roots,
     view_average,
 )
-from .training import build_model, fit, main, train_pipeline, with_config
+from .training import ablation, build_model, fit, main, train_pipeline, with_config
 
 __all__ = [
     "ABLATIONS", "DEVIATIONS", "PSEUDO", "ROOT_JOINTS", "for_skeleton", "STAGES", "SUPERVISION", "Config", "Settings", "settings",
@@ -95,6 +95,6 @@ __all__ = [
     "attention_regulariser", "brute_force_match", "heatmap_loss", "hungarian_match",
     "joint_loss", "make_loss", "match_views", "render_poses", "root_consistency_loss",
     "root_synthetic_loss", "roots_of",
-    "fit", "main", "train_pipeline", "build_model", "with_config",
+    "ablation", "fit", "main", "train_pipeline", "build_model", "with_config",
     "evaluate", "predict",
 ]

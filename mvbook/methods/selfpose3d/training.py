@@ -37,7 +37,7 @@ from .evaluation import evaluate
 from .losses import make_loss
 from .model import SelfPose3dNet, space_center_from_cameras
 
-__all__ = ["build_model", "fit", "main", "train_pipeline", "with_config"]
+__all__ = ["ablation", "build_model", "fit", "main", "train_pipeline", "with_config"]
 
 #: The trainable parts of each stage (the 2D network joins the later stages unless frozen).
 _PARTS = {"backbone": ("backbone",), "root": ("root_net",), "pose": ("pose_net", "attention"),
@@ -190,6 +190,37 @@ def train_pipeline(plan: Settings, data: SceneSet, *, model: SelfPose3dNet | Non
                                checkpoint_dir=ckpt(stage), progress=progress)
         model.cpu()
     return model, feed, histories
+
+
+def ablation(name: str, model: SelfPose3dNet, feed: SceneSet, plan: Settings, *,
+             labels: SceneSet | None = None, steps: int | None = None,
+             device: str | torch.device = "auto", seed: int = 0, progress: bool = True
+             ) -> tuple[SelfPose3dNet, SceneSet, dict[str, TrainHistory]]:
+    """The pose stages of ablation ``name`` (:data:`~.config.ABLATIONS`) on top of a trained
+    SelfPose3d: its 2D and root networks, heatmap bank and proposals (``model`` and ``feed`` as
+    :func:`train_pipeline` returned them) are kept; a new pose net (and attention net) trains
+    with the ablation's switches. The label ablations (``"gt2d"``, ``"noise2d"``) take their
+    labels from ``labels``, a :class:`~.data.SceneSet` of the same frames prepared with that
+    ``pseudo`` (the root net learns from the views' heatmaps and synthetic roots only, so it is
+    shared). The supervised baseline trains its own root net: use :func:`train_pipeline`."""
+    check_choice(name, "name", tuple(ABLATIONS))
+    changes = ABLATIONS[name]
+    if changes.get("supervision") == "3d":
+        raise ValueError("name: the supervised baseline trains its own root net; run "
+                         "train_pipeline(plan.replace(**ABLATIONS['supervised']), ...)")
+    if "pseudo" in changes and changes["pseudo"] != plan.pseudo:
+        if labels is None:
+            raise ValueError(f"labels: the {name!r} ablation needs a set prepared with "
+                             f"pseudo={changes['pseudo']!r}")
+        if not torch.equal(labels.tensors["index"], feed.tensors["index"]):
+            raise ValueError("labels must hold the same frames as feed (same dataset and "
+                             "max_frames)")
+        feed = feed.replace(pseudo2d=labels.tensors["pseudo2d"],
+                            pseudo_valid=labels.tensors["pseudo_valid"])
+    abl = plan.replace(**changes)
+    return train_pipeline(abl, feed, model=with_config(model, abl.config),
+                          stages=("pose", "finetune"), steps=steps, device=device, seed=seed,
+                          progress=progress)
 
 
 def main(profile: str = "quick", data: str = "studio", device: str = "auto", seed: int = 0,
