@@ -361,6 +361,64 @@ for i in range(n_ex):
 my_at1 = sum(errs) / len(errs)
 """),
     ],
+    # 30 unsupervised 3D keypoint discovery
+    "ch30-ex1-solution": [
+        ("the box centre read as a pixel centre (half a pixel off)", """
+def stn_theta(box, image_size):
+    x0, y0, x1, y1 = (float(v) for v in box)
+    W_, H_ = image_size
+    w_, h_ = x1 - x0, y1 - y0
+    return torch.tensor([[w_ / W_, 0.0, (2 * (x0 + w_ / 2) + 1) / W_ - 1],
+                         [0.0, h_ / H_, (2 * (y0 + h_ / 2) + 1) / H_ - 1]])
+"""),
+        ("the inverse scale (frame to patch)", """
+def stn_theta(box, image_size):
+    x0, y0, x1, y1 = (float(v) for v in box)
+    W_, H_ = image_size
+    w_, h_ = x1 - x0, y1 - y0
+    return torch.tensor([[W_ / w_, 0.0, (2 * x0 + w_) / W_ - 1], [0.0, H_ / h_, (2 * y0 + h_) / H_ - 1]])
+"""),
+        ("the box corner instead of its centre", """
+def stn_theta(box, image_size):
+    x0, y0, x1, y1 = (float(v) for v in box)
+    W_, H_ = image_size
+    w_, h_ = x1 - x0, y1 - y0
+    return torch.tensor([[w_ / W_, 0.0, 2 * x0 / W_ - 1], [0.0, h_ / H_, 2 * y0 / H_ - 1]])
+"""),
+    ],
+    "ch30-ex2-solution": [
+        ("the Gaussian not normalised to sum 1 (eq. 12 skipped)", """
+def coverage(points, mask, sigma):
+    r = torch.arange(mask.shape[-1], dtype=points.dtype)
+    gx = torch.exp(-((r[None] - points[:, :1]) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((r[None] - points[:, 1:]) ** 2) / (2 * sigma**2))
+    Hn = gy[:, :, None] * gx[:, None, :]
+    return (1 - (Hn * mask).sum((-2, -1))).abs().mean()
+"""),
+        ("normalised by the peak instead of the sum", """
+def coverage(points, mask, sigma):
+    r = torch.arange(mask.shape[-1], dtype=points.dtype)
+    gx = torch.exp(-((r[None] - points[:, :1]) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((r[None] - points[:, 1:]) ** 2) / (2 * sigma**2))
+    Hn = gy[:, :, None] * gx[:, None, :]
+    Hn = Hn / Hn.amax((-2, -1), keepdim=True)
+    return (1 - (Hn * mask).sum((-2, -1))).abs().mean()
+"""),
+        ("the mask at the nearest pixel only", """
+def coverage(points, mask, sigma):
+    idx = points.round().long().clamp(0, mask.shape[-1] - 1)
+    return (1 - mask[idx[:, 1], idx[:, 0]]).abs().mean()
+"""),
+        ("u and v swapped", """
+def coverage(points, mask, sigma):
+    r = torch.arange(mask.shape[-1], dtype=points.dtype)
+    gx = torch.exp(-((r[None] - points[:, 1:]) ** 2) / (2 * sigma**2))
+    gy = torch.exp(-((r[None] - points[:, :1]) ** 2) / (2 * sigma**2))
+    Hn = gy[:, :, None] * gx[:, None, :]
+    Hn = Hn / Hn.sum((-2, -1), keepdim=True)
+    return (1 - (Hn * mask).sum((-2, -1))).abs().mean()
+"""),
+    ],
     # 40 dense keypoints
     "ch40-ex1-solution": [
         ("normalised over view a (columns) instead of rows", """

@@ -30,6 +30,7 @@ CHAPTERS = {
     "10": "10_learnable_triangulation",
     "11": "11_weakly_supervised_25d",
     "20": "20_mcss",
+    "30": "30_keypoint_discovery",
     "40": "40_dense_keypoints",
 }
 MARKER = "MVBOOK-EXERCISE-OUTCOMES "

@@ -41,6 +41,7 @@ skeletons, viz); nothing below imports a method, and no method imports another.
 - :mod:`mvbook.methods.learnable_triangulation`: Iskakov et al. 2019 (chapter 10).
 - :mod:`mvbook.methods.weak25d`: Iqbal et al. 2020 (chapter 11).
 - :mod:`mvbook.methods.mcss`: Mitra et al. 2020 (chapter 20).
+- :mod:`mvbook.methods.keypoint_discovery`: Honari et al. (chapter 30).
 - :mod:`mvbook.methods.dense_keypoints`: Yu et al. 2021 (chapter 40).
 - :mod:`mvbook.methods.selfpose3d`: Srivastav et al. 2024 (chapter 50).
 """

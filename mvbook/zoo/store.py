@@ -105,34 +105,36 @@ def write_model(name: str, folder: str | os.PathLike, state: dict[str, torch.Ten
     return wpath, cpath
 
 
-def read_card(name: str, folder: str | os.PathLike, profile: str = "quick") -> dict[str, Any]:
-    """The card of a model; :class:`ZooError` if it is missing or not a JSON object."""
+def read_card(name: str, folder: str | os.PathLike, profile: str = "quick", *,
+              hint: str | None = None) -> dict[str, Any]:
+    """The card of a model; :class:`ZooError` if it is missing or not a JSON object. ``hint``:
+    how to rebuild the model (default: the ``mvbook zoo train`` command)."""
     folder = Path(folder)
     path = card_path(name, folder)
+    hint = rebuild_hint(name, profile, folder) if hint is None else hint
     if not path.is_file():
-        raise ZooError(f"zoo model {name!r} ({profile}) has no card at {path}; "
-                       + rebuild_hint(name, profile, folder))
+        raise ZooError(f"zoo model {name!r} ({profile}) has no card at {path}; " + hint)
     try:
         card = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ZooError(f"the card {path} is not valid JSON ({err}); "
-                       + rebuild_hint(name, profile, folder)) from None
+        raise ZooError(f"the card {path} is not valid JSON ({err}); " + hint) from None
     if not isinstance(card, dict) or "weights_sha256" not in card or "recipe" not in card:
-        raise ZooError(f"the card {path} lacks 'recipe' or 'weights_sha256'; "
-                       + rebuild_hint(name, profile, folder))
+        raise ZooError(f"the card {path} lacks 'recipe' or 'weights_sha256'; " + hint)
     return card
 
 
 def load_state(name: str, folder: str | os.PathLike, recipe_digest: str,
-               profile: str = "quick") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+               profile: str = "quick", *, hint: str | None = None,
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Checked weights and card: the sha256 matches the card, the card matches the recipe.
 
-    Returns the state dict (float32) and the card.
+    Returns the state dict (float32) and the card. ``hint``: how to rebuild the model, ending
+    every error message (default: the ``mvbook zoo train`` command).
     """
     folder = Path(folder)
-    card = read_card(name, folder, profile)
+    hint = rebuild_hint(name, profile, folder) if hint is None else hint
+    card = read_card(name, folder, profile, hint=hint)
     wpath = weights_path(name, folder)
-    hint = rebuild_hint(name, profile, folder)
     if not wpath.is_file():
         raise ZooError(f"zoo model {name!r} ({profile}) has a card but no weights at {wpath}; "
                        + hint)

@@ -99,7 +99,10 @@ class Settings:
 
     ``config``; ``frame_size``: the width the frames are resized to (None: as stored);
     ``train_frames`` / ``test_frames``: frames kept (evenly over the split; None: all);
-    ``background_frames``: frames whose per-pixel median is the background; ``batch``:
+    ``background_frames``: frames whose per-pixel median is the background;
+    ``reconstruction``: where the runs' image path starts (:mod:`~.pretrained`): ``"shipped"``
+    (the stored stage) or ``"train"`` (trained in the run for ``reconstruction_steps`` steps with
+    ``reconstruction_warmup`` warm-up steps; 0: every run starts from scratch); ``batch``:
     frames (each seen by every view) per step; ``steps``, ``lr`` (encoder, keypoint head, mask
     decoder) and ``lr_slow`` (detector and image decoder, the paper's 2e-5 against 1e-4),
     ``warmup`` of Adam with :func:`mvbook.schedules.warmup_cosine`; ``claim_loss``: the loss
@@ -116,6 +119,9 @@ class Settings:
     train_frames: int | None
     test_frames: int | None
     background_frames: int
+    reconstruction: str
+    reconstruction_steps: int
+    reconstruction_warmup: int
     batch: int
     steps: int
     lr: float
@@ -155,6 +161,9 @@ def settings(profile: str) -> Settings:
         train_frames=by_profile(profile, smoke=8, quick=None, full=None),
         test_frames=by_profile(profile, smoke=4, quick=None, full=None),
         background_frames=by_profile(profile, smoke=8, quick=300, full=2000),
+        reconstruction=by_profile(profile, smoke="train", quick="shipped", full="train"),
+        reconstruction_steps=by_profile(profile, smoke=2, quick=4000, full=0),
+        reconstruction_warmup=by_profile(profile, smoke=0, quick=50, full=0),
         batch=by_profile(profile, smoke=2, quick=8, full=32),
         steps=by_profile(profile, smoke=3, quick=400, full=200_000),
         lr=by_profile(profile, smoke=1e-3, quick=2e-3, full=1e-4),
