@@ -609,3 +609,19 @@ def test_ablation_reuses_the_2d_and_root_networks_and_swaps_labels():
         sp.ablation("gt2d", model, feed, plan)
     with pytest.raises(ValueError, match="supervised"):
         sp.ablation("supervised", model, feed, plan)
+
+
+def test_pipeline_end_to_end_with_a_trainable_2d_network():
+    """The full profile's path: the 2D network trains in every stage and the augmented views
+    are warped and run through it online (no heatmap bank)."""
+    cfg = small_config(freeze_backbone=False)
+    data = _scene_set(n=4)
+    torch.manual_seed(0)
+    before = sp.SelfPose3dNet(cfg, IMAGE, (0.0, 0.0, 900.0)).backbone.state_dict()
+    torch.manual_seed(0)
+    model, feed, hist = sp.train_pipeline(_plan(cfg, 2), data, device="cpu", progress=False)
+    assert set(hist) == set(sp.STAGES) and "heat" not in feed.tensors
+    after = model.backbone.state_dict()
+    assert not torch.equal(before["final.weight"], after["final.weight"])
+    out = sp.predict(model, data)
+    assert out["poses"].shape[:2] == (4, cfg.max_people)
