@@ -301,7 +301,7 @@ def make_loss(stage: str, config: Config, generator: torch.Generator | None = No
     the set's 2D labels: pseudo, or true for the supervised baseline), ``"root"`` (eqs. 2-3,
     or 3D Gaussian targets with ``supervision="3d"``), ``"pose"`` (eq. 4 / eq. 7 + eq. 8; L1 to
     true 3D poses with ``"3d"``), ``"finetune"`` (eq. 11: eq. 7 + lambda eqs. 9-10 + sigma
-    eq. 8, or the switches of ``config``). ``model`` is a :class:`~.model.SelfPose3dNet` built
+    eq. 8, or the switches of ``config``; with ``"3d"`` the same L1 as ``"pose"``). ``model`` is a :class:`~.model.SelfPose3dNet` built
     with ``config``; the batch a collated :class:`~.data.SceneSet` item.
     """
     check_choice(stage, "stage", STAGES)

@@ -158,7 +158,8 @@ def train_pipeline(plan: Settings, data: SceneSet, *, model: SelfPose3dNet | Non
 
     Start from ``model`` (e.g. :func:`with_config` of a trained one, for an ablation of the pose
     stages) or from a new one (:func:`build_model`). The supervised baseline
-    (``config.supervision == "3d"``) has no ``"finetune"`` stage.
+    (``config.supervision == "3d"``) continues its L1 training in the ``"finetune"`` stage (the
+    same number of pose-net steps as SelfPose3d); the L2-only ablation skips it.
     """
     torch.manual_seed(seed)
     model = model if model is not None else build_model(plan.config, data, plan.pretrained,
@@ -177,8 +178,8 @@ def train_pipeline(plan: Settings, data: SceneSet, *, model: SelfPose3dNet | Non
     copies = plan.augmentations if augment else 0
     bank = cfg.heatmap_source == "poses" or (cfg.freeze_backbone and (copies > 0 or not augment))
     for stage in stages:
-        if stage == "finetune" and (cfg.supervision == "3d" or cfg.l1_weight == 0):
-            continue
+        if stage == "finetune" and cfg.supervision == "self" and cfg.l1_weight == 0:
+            continue  # the L2-only ablation (Tab. 5) has no joint-loss stage
         if stage == "backbone" and cfg.heatmap_source == "poses":
             continue  # the heatmaps are rendered from the detections: no 2D network to train
         if stage != "backbone" and bank and "heat" not in feed.tensors:
