@@ -264,6 +264,7 @@ def test_mask_targets():
     true = torch.zeros(2, 3, 32, 32, dtype=torch.bool)
     assert float(kd.mask_target("true", out, true_masks=true).detach().abs().max()) == 0.0
     diff = kd.mask_target("image_minus_background", out, images, background)
+    diff = diff.detach()
     assert diff.shape == out["mask"].shape and 0 <= float(diff.min()) <= float(diff.max()) <= 1
     same = kd.mask_target("image_minus_background", out, background.expand_as(images),
                           background)
@@ -402,3 +403,52 @@ def test_a_short_training_lowers_the_unsupervised_loss(smoke):
     again = kd.continue_from(model, dataclasses.replace(model.config, num_keypoints=3), seed=1)
     assert torch.equal(again.encoder.out.weight, model.encoder.out.weight)
     assert again.keypoint_head.out.out_channels == 3
+
+
+# ------------------------------------------------------------------ the stored stage
+def test_the_shipped_reconstruction_stage_matches_its_recipe():
+    from mvbook.methods.keypoint_discovery import pretrained
+
+    plan = kd.settings("quick")
+    model, card = pretrained.load_reconstruction(plan, "quick")
+    # a test that fails when the recipe changes without the weights being retrained
+    assert card["recipe"] == pretrained.recipe_digest(plan, "quick")
+    assert card["steps"] == plan.reconstruction_steps
+    assert 0.2 < card["held_out"]["mask IoU"] <= 1.0
+    # the image path is the stored one, the keypoint path a fresh draw
+    other, _ = pretrained.load_reconstruction(plan, "quick", seed=5)
+    assert torch.equal(model.encoder.out.weight, other.encoder.out.weight)
+    assert not torch.equal(model.keypoint_head.out.weight, other.keypoint_head.out.weight)
+
+
+def test_a_changed_or_corrupted_stage_is_refused(tmp_path):
+    import shutil
+
+    from mvbook.methods.keypoint_discovery import pretrained
+    from mvbook.zoo.store import ZooError
+
+    plan = kd.settings("quick")
+    src = pretrained.weights_folder("quick")
+    for name in ("reconstruction.pt", "reconstruction.json"):
+        shutil.copy(src / name, tmp_path / name)
+    changed = dataclasses.replace(plan, reconstruction_steps=plan.reconstruction_steps + 1)
+    with pytest.raises(ZooError, match="recipe changed.*keypoint_discovery.pretrained"):
+        pretrained.load_reconstruction(changed, "quick", folder=tmp_path)
+    data = bytearray((tmp_path / "reconstruction.pt").read_bytes())
+    data[-20] ^= 0xFF
+    (tmp_path / "reconstruction.pt").write_bytes(bytes(data))
+    with pytest.raises(ZooError, match="corrupted"):
+        pretrained.load_reconstruction(plan, "quick", folder=tmp_path)
+    with pytest.raises(ZooError, match="no card"):
+        pretrained.load_reconstruction(plan, "quick", folder=tmp_path / "missing")
+
+
+def test_the_rebuild_command_trains_and_stores_a_stage(tmp_path):
+    from mvbook.methods.keypoint_discovery import pretrained
+
+    assert pretrained.main(["--profile", "smoke", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    plan = kd.settings("smoke")
+    model, card = pretrained.load_reconstruction(plan, "smoke", folder=tmp_path)
+    assert card["steps"] == plan.reconstruction_steps and "mask IoU" in card["held_out"]
+    with pytest.raises(SystemExit):  # never replaces existing weights without --overwrite
+        pretrained.main(["--profile", "smoke", "--out", str(tmp_path)])

@@ -143,11 +143,34 @@ class MaskDecoder(nn.Module):
     zero-padded factors): ``O(N S (S + 25))`` products instead of ``O(25 N S^2)``.
     """
 
-    def __init__(self, num_keypoints: int) -> None:
+    def __init__(self, num_keypoints: int, sigma: float | None = None) -> None:
         super().__init__()
         self.first = nn.Conv2d(num_keypoints, 1, 5, 1, 2)
         self.rest = nn.Sequential(nn.LeakyReLU(0.1), nn.Conv2d(1, 1, 5, 1, 2), nn.LeakyReLU(0.1),
                                   nn.Conv2d(1, 1, 5, 1, 2))
+        if sigma is not None:
+            self.init_blobs(sigma)
+
+    @torch.no_grad()
+    def init_blobs(self, sigma: float, alone: float = -2.0, empty: float = -4.0) -> None:
+        """Start as a blob drawer: every keypoint's Gaussian summed over a 5x5 window, then two
+        5x5 box averages, scaled so that a lone keypoint of width ``sigma`` (px) peaks at the
+        logit ``alone`` and a patch without keypoints is at ``empty`` (a few overlapping
+        keypoints make the mask). The paper states no initialisation; PyTorch's default one
+        starts with a nearly constant mask whose sigmoid saturates towards the background,
+        where the keypoints get almost no gradient."""
+        conv2, conv3 = self.rest[1], self.rest[3]
+        for conv in (self.first, conv2, conv3):
+            conv.weight.fill_(1.0 if conv is self.first else 1.0 / 25)
+            conv.bias.zero_()
+        size = 33
+        centre = torch.full((1, 1, 2), float(size // 2))
+        one = torch.zeros(1, self.first.in_channels, 2)
+        one[:, 0] = centre[:, 0]
+        one[:, 1:] = float("nan")  # only keypoint 0 is drawn
+        peak = float(self.rest(self.from_points_logits(one, size, sigma)).max())
+        conv3.weight.mul_((alone - empty) / peak)
+        conv3.bias.fill_(empty)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.rest(self.first(maps)))
@@ -155,6 +178,10 @@ class MaskDecoder(nn.Module):
     def from_points(self, points: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
         """The mask ``(M, 1, S, S)`` of keypoints ``(M, N, 2)`` (px of an ``S x S`` patch),
         equal to ``forward(render_gaussian_2d(points, (S, S), sigma))``."""
+        return torch.sigmoid(self.rest(self.from_points_logits(points, size, sigma)))
+
+    def from_points_logits(self, points: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+        """The first convolution's output ``(M, 1, S, S)`` on the keypoints' Gaussians."""
         gx, gy = gaussian_factors_2d(points, (size, size), sigma)  # (M, N, S) each
         k = self.first.kernel_size[0]
         pad = k // 2
@@ -162,7 +189,7 @@ class MaskDecoder(nn.Module):
         wx = F.pad(gx, (pad, pad)).unfold(-1, k, 1)
         t = torch.einsum("mnva,nab->mvnb", wy, self.first.weight[0])  # (M, S, N, k)
         out = torch.einsum("mvnb,mnub->mvu", t, wx) + self.first.bias
-        return torch.sigmoid(self.rest(out[:, None]))
+        return out[:, None]
 
 
 def project(X: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
@@ -202,7 +229,7 @@ class KeypointDiscovery(nn.Module):
                                c.dropout)
         self.keypoint_head = Decoder(c.latent_dim, c.num_keypoints, c.patch_size,
                                      c.decoder_channels, c.decoder_convs, c.dropout)
-        self.mask_decoder = MaskDecoder(c.num_keypoints)
+        self.mask_decoder = MaskDecoder(c.num_keypoints, sigma=c.heatmap_sigma * c.patch_size)
 
     @property
     def sigma_px(self) -> float:
