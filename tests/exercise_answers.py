@@ -419,6 +419,163 @@ def coverage(points, mask, sigma):
     return (1 - (Hn * mask).sum((-2, -1))).abs().mean()
 """),
     ],
+    # 50 selfpose3d
+    "ch50-ex1-solution": [
+        ("image px used as heatmap px (no conversion)", """
+def synthetic_root_heatmap(root, P, image_size, heatmap_size, sigma):
+    h_ = P @ torch.cat([root, torch.ones(1, dtype=root.dtype)])
+    uv = h_[:, :2] / h_[:, 2:]
+    u = torch.arange(heatmap_size[0], dtype=root.dtype)
+    v = torch.arange(heatmap_size[1], dtype=root.dtype)
+    d2 = (u[None, None, :] - uv[:, None, None, 0]) ** 2 + (v[None, :, None] - uv[:, None, None, 1]) ** 2
+    return torch.exp(-d2 / (2 * sigma**2))
+"""),
+        ("scaled to heatmap px without the half-pixel shift", """
+def synthetic_root_heatmap(root, P, image_size, heatmap_size, sigma):
+    h_ = P @ torch.cat([root, torch.ones(1, dtype=root.dtype)])
+    uv = h_[:, :2] / h_[:, 2:]
+    uv = uv * torch.tensor([heatmap_size[0] / image_size[0], heatmap_size[1] / image_size[1]], dtype=root.dtype)
+    u = torch.arange(heatmap_size[0], dtype=root.dtype)
+    v = torch.arange(heatmap_size[1], dtype=root.dtype)
+    d2 = (u[None, None, :] - uv[:, None, None, 0]) ** 2 + (v[None, :, None] - uv[:, None, None, 1]) ** 2
+    return torch.exp(-d2 / (2 * sigma**2))
+"""),
+        ("sigma not squared", """
+def synthetic_root_heatmap(root, P, image_size, heatmap_size, sigma):
+    h_ = P @ torch.cat([root, torch.ones(1, dtype=root.dtype)])
+    uv = h_[:, :2] / h_[:, 2:]
+    uv = (uv + 0.5) * torch.tensor([heatmap_size[0] / image_size[0], heatmap_size[1] / image_size[1]], dtype=root.dtype) - 0.5
+    u = torch.arange(heatmap_size[0], dtype=root.dtype)
+    v = torch.arange(heatmap_size[1], dtype=root.dtype)
+    d2 = (u[None, None, :] - uv[:, None, None, 0]) ** 2 + (v[None, :, None] - uv[:, None, None, 1]) ** 2
+    return torch.exp(-d2 / (2 * sigma))
+"""),
+        ("u and v swapped", """
+def synthetic_root_heatmap(root, P, image_size, heatmap_size, sigma):
+    h_ = P @ torch.cat([root, torch.ones(1, dtype=root.dtype)])
+    uv = h_[:, :2] / h_[:, 2:]
+    uv = (uv + 0.5) * torch.tensor([heatmap_size[0] / image_size[0], heatmap_size[1] / image_size[1]], dtype=root.dtype) - 0.5
+    u = torch.arange(heatmap_size[0], dtype=root.dtype)
+    v = torch.arange(heatmap_size[1], dtype=root.dtype)
+    d2 = (u[None, None, :] - uv[:, None, None, 1]) ** 2 + (v[None, :, None] - uv[:, None, None, 0]) ** 2
+    return torch.exp(-d2 / (2 * sigma**2))
+"""),
+        ("the projection rounded to a pixel (quantised)", """
+def synthetic_root_heatmap(root, P, image_size, heatmap_size, sigma):
+    h_ = P @ torch.cat([root, torch.ones(1, dtype=root.dtype)])
+    uv = h_[:, :2] / h_[:, 2:]
+    uv = ((uv + 0.5) * torch.tensor([heatmap_size[0] / image_size[0], heatmap_size[1] / image_size[1]], dtype=root.dtype) - 0.5).round()
+    u = torch.arange(heatmap_size[0], dtype=root.dtype)
+    v = torch.arange(heatmap_size[1], dtype=root.dtype)
+    d2 = (u[None, None, :] - uv[:, None, None, 0]) ** 2 + (v[None, :, None] - uv[:, None, None, 1]) ** 2
+    return torch.exp(-d2 / (2 * sigma**2))
+"""),
+        ("normalised to sum 1 instead of peak 1", """
+def synthetic_root_heatmap(root, P, image_size, heatmap_size, sigma):
+    h_ = P @ torch.cat([root, torch.ones(1, dtype=root.dtype)])
+    uv = h_[:, :2] / h_[:, 2:]
+    uv = (uv + 0.5) * torch.tensor([heatmap_size[0] / image_size[0], heatmap_size[1] / image_size[1]], dtype=root.dtype) - 0.5
+    return render_gaussian_2d(uv, heatmap_size, sigma, normalize=True)
+"""),
+    ],
+    "ch50-ex2-solution": [
+        ("the centre at (W / 2, H / 2)", """
+def affine_points(uv, angle, scale, image_size):
+    c_ = torch.tensor([image_size[0] / 2, image_size[1] / 2], dtype=uv.dtype)
+    R_ = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=uv.dtype)
+    return scale * (uv - c_) @ R_.T + c_
+"""),
+        ("rotated and scaled about the pixel origin", """
+def affine_points(uv, angle, scale, image_size):
+    R_ = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=uv.dtype)
+    return scale * uv @ R_.T
+"""),
+        ("rotated the other way", """
+def affine_points(uv, angle, scale, image_size):
+    c_ = torch.tensor([(image_size[0] - 1) / 2, (image_size[1] - 1) / 2], dtype=uv.dtype)
+    R_ = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=uv.dtype)
+    return scale * (uv - c_) @ R_ + c_
+"""),
+        ("scaled after moving back from the centre", """
+def affine_points(uv, angle, scale, image_size):
+    c_ = torch.tensor([(image_size[0] - 1) / 2, (image_size[1] - 1) / 2], dtype=uv.dtype)
+    R_ = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=uv.dtype)
+    return scale * ((uv - c_) @ R_.T + c_)
+"""),
+        ("the inverse transform (image to original)", """
+def affine_points(uv, angle, scale, image_size):
+    c_ = torch.tensor([(image_size[0] - 1) / 2, (image_size[1] - 1) / 2], dtype=uv.dtype)
+    R_ = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=uv.dtype)
+    return (uv - c_) @ R_ / scale + c_
+"""),
+    ],
+    "ch50-ex3-solution": [
+        ("the best view dropped instead of the worst", """
+def hard_l1(pred, target, mask):
+    m = mask.to(pred.dtype)
+    n = m.sum(-1)
+    per_view = ((pred - target).abs().mean(-1) * m).sum(-1) / n.clamp_min(1)
+    keep = (n > 0).clone()
+    if int(keep.sum()) >= 2:
+        keep[torch.where(keep, per_view, torch.full_like(per_view, math.inf)).argmin()] = False
+    return per_view[keep].mean()
+"""),
+        ("no view dropped (eq. 5)", """
+def hard_l1(pred, target, mask):
+    m = mask.to(pred.dtype)
+    n = m.sum(-1)
+    per_view = ((pred - target).abs().mean(-1) * m).sum(-1) / n.clamp_min(1)
+    return per_view[n > 0].mean()
+"""),
+        ("divided by every counted view (K instead of K - 1)", """
+def hard_l1(pred, target, mask):
+    m = mask.to(pred.dtype)
+    n = m.sum(-1)
+    per_view = ((pred - target).abs().mean(-1) * m).sum(-1) / n.clamp_min(1)
+    has = n > 0
+    keep = has.clone()
+    if int(has.sum()) >= 2:
+        keep[torch.where(has, per_view, torch.full_like(per_view, -1.0)).argmax()] = False
+    return per_view[keep].sum() / has.sum()
+"""),
+        ("the mask ignored", """
+def hard_l1(pred, target, mask):
+    per_view = (pred - target).abs().mean((-1, -2))
+    keep = torch.ones_like(per_view, dtype=torch.bool)
+    keep[per_view.argmax()] = False
+    return per_view[keep].mean()
+"""),
+        ("squared errors (L2) instead of L1", """
+def hard_l1(pred, target, mask):
+    m = mask.to(pred.dtype)
+    n = m.sum(-1)
+    per_view = (((pred - target) ** 2).mean(-1) * m).sum(-1) / n.clamp_min(1)
+    keep = (n > 0).clone()
+    if int(keep.sum()) >= 2:
+        keep[torch.where(keep, per_view, torch.full_like(per_view, -1.0)).argmax()] = False
+    return per_view[keep].mean()
+"""),
+        ("the kept views' joints pooled instead of averaging per view", """
+def hard_l1(pred, target, mask):
+    m = mask.to(pred.dtype)
+    n = m.sum(-1)
+    err = (pred - target).abs().mean(-1) * m
+    per_view = err.sum(-1) / n.clamp_min(1)
+    keep = (n > 0).clone()
+    if int(keep.sum()) >= 2:
+        keep[torch.where(keep, per_view, torch.full_like(per_view, -1.0)).argmax()] = False
+    return err[keep].sum() / n[keep].sum()
+"""),
+        ("the worst view dropped even when it is the only one", """
+def hard_l1(pred, target, mask):
+    m = mask.to(pred.dtype)
+    n = m.sum(-1)
+    per_view = ((pred - target).abs().mean(-1) * m).sum(-1) / n.clamp_min(1)
+    keep = (n > 0).clone()
+    keep[torch.where(keep, per_view, torch.full_like(per_view, -1.0)).argmax()] = False
+    return per_view[keep].mean()
+"""),
+    ],
     # 40 dense keypoints
     "ch40-ex1-solution": [
         ("normalised over view a (columns) instead of rows", """

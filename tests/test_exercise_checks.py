@@ -32,6 +32,7 @@ CHAPTERS = {
     "20": "20_mcss",
     "30": "30_keypoint_discovery",
     "40": "40_dense_keypoints",
+    "50": "50_selfpose3d",
 }
 MARKER = "MVBOOK-EXERCISE-OUTCOMES "
 
