@@ -452,3 +452,33 @@ def test_the_rebuild_command_trains_and_stores_a_stage(tmp_path):
     assert card["steps"] == plan.reconstruction_steps and "mask IoU" in card["held_out"]
     with pytest.raises(SystemExit):  # never replaces existing weights without --overwrite
         pretrained.main(["--profile", "smoke", "--out", str(tmp_path)])
+
+
+def test_keypoint_diagnostics_against_a_loop():
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(3)
+    masks = torch.zeros(2, 2, 10, 12, dtype=torch.bool)
+    masks[:, :, 2:8, 3:6] = True
+    x = torch.rand(2, 2, 5, 2, generator=g) * torch.tensor([14.0, 12.0]) - 1
+    frames = SimpleNamespace(masks=masks)
+    d = kd.keypoint_diagnostics({"reprojected_frame": x}, frames)
+    on = [bool(0 <= round(float(u)) < 12 and 0 <= round(float(v)) < 10
+               and masks[f, c, round(float(v)), round(float(u))])
+          for f in range(2) for c in range(2) for u, v in x[f, c]]
+    assert d["on person %"] == pytest.approx(100 * np.mean(on))
+    ys, xs = np.nonzero(masks[0, 0].numpy())
+    person = np.hypot(xs - xs.mean(), ys - ys.mean()).mean()
+    assert d["person px"] == pytest.approx(person, rel=1e-5)
+    spread = np.mean([np.linalg.norm(x[f, c].numpy() - x[f, c].numpy().mean(0), axis=1).mean()
+                      for f in range(2) for c in range(2)])
+    assert d["spread px"] == pytest.approx(spread, rel=1e-5)
+
+
+def test_mean_pose_metrics_is_the_error_of_the_training_mean():
+    from types import SimpleNamespace
+
+    tr = SimpleNamespace(joints3d=torch.tensor([[[0.0, 0, 0], [10, 0, 0]], [[0, 0, 0], [30, 0, 0]]]))
+    te = SimpleNamespace(joints3d=torch.tensor([[[5.0, 5, 5], [25, 5, 5]]]))
+    # mean root-relative pose: joint 1 at +20 mm; the test frame has it at +20 too: error 0
+    assert kd.mean_pose_metrics(tr, te)["mpjpe"] == pytest.approx(0.0, abs=1e-6)

@@ -123,6 +123,7 @@ class Settings:
     reconstruction: str
     reconstruction_steps: int
     reconstruction_warmup: int
+    reconstruction_batch: int
     batch: int
     steps: int
     lr: float
@@ -165,8 +166,9 @@ def settings(profile: str) -> Settings:
         reconstruction=by_profile(profile, smoke="train", quick="shipped", full="train"),
         reconstruction_steps=by_profile(profile, smoke=2, quick=4000, full=0),
         reconstruction_warmup=by_profile(profile, smoke=0, quick=50, full=0),
-        batch=by_profile(profile, smoke=2, quick=8, full=32),
-        steps=by_profile(profile, smoke=3, quick=200, full=200_000),
+        reconstruction_batch=by_profile(profile, smoke=2, quick=8, full=32),
+        batch=by_profile(profile, smoke=2, quick=4, full=32),
+        steps=by_profile(profile, smoke=3, quick=150, full=200_000),
         lr=by_profile(profile, smoke=1e-3, quick=2e-3, full=1e-4),
         lr_slow=by_profile(profile, smoke=2e-4, quick=4e-4, full=2e-5),
         warmup=by_profile(profile, smoke=0, quick=20, full=1000),
@@ -177,10 +179,10 @@ def settings(profile: str) -> Settings:
         keypoint_counts=by_profile(profile, smoke=(4, 8), quick=(16, 32), full=(16, 32)),
         mask_targets=MASK_TARGETS,
         pose_hidden=by_profile(profile, smoke=16, quick=256, full=2048),
-        pose_steps=by_profile(profile, smoke=5, quick=800, full=200_000),
+        pose_steps=by_profile(profile, smoke=5, quick=500, full=200_000),
         pose_lr=1e-3,
         pose_dropout=by_profile(profile, smoke=0.0, quick=0.2, full=0.5),
         lift_hidden=by_profile(profile, smoke=16, quick=256, full=1024),
-        lift_steps=by_profile(profile, smoke=5, quick=800, full=200_000),
+        lift_steps=by_profile(profile, smoke=5, quick=500, full=200_000),
         zoo_profile=by_profile(profile, smoke="quick", quick="quick", full="full"),
     )

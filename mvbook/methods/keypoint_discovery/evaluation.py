@@ -34,7 +34,8 @@ from .losses import batch_images
 from .model import KeypointDiscovery, Lifter, PoseMLP
 
 __all__ = ["FEATURES", "REGRESSORS", "predict", "pose_inputs", "pose_targets", "fit_linear",
-           "fit_mlp", "pose_metrics", "evaluate", "fit_lifter", "evaluate_single_view"]
+           "fit_mlp", "pose_metrics", "evaluate", "fit_lifter", "evaluate_single_view",
+           "mean_pose_metrics", "keypoint_diagnostics", "summary"]
 
 #: What the pose regressor reads: the discovered 3D keypoints, or the latent features Xi.
 FEATURES = ("keypoints", "latent")
@@ -254,6 +255,43 @@ def evaluate_single_view(train: FrameSet, test: FrameSet, plan: Settings,
     f = fit_mlp(x_tr, y_tr, plan.pose_hidden, plan.pose_steps, plan.pose_lr, plan.pose_dropout,
                 seed=seed)
     return pose_metrics(f(x_te), y_te)
+
+
+def mean_pose_metrics(train: FrameSet, test: FrameSet) -> dict[str, float]:
+    """The metrics of predicting the training subjects' mean root-relative pose for every test
+    frame: the error of features that carry no pose."""
+    y = pose_targets(train.joints3d).mean(0, keepdim=True)
+    gt = pose_targets(test.joints3d)
+    return pose_metrics(y.expand_as(gt), gt)
+
+
+def keypoint_diagnostics(predicted: dict[str, torch.Tensor], frames: FrameSet) -> dict[str, float]:
+    """What the discovered keypoints look like, measured with the true silhouettes (measuring
+    only): ``on person %``, the share of re-projected keypoints (frame px) that fall on the
+    person's mask; ``spread px``, their mean distance from their centroid in each view (frame
+    px); ``person px``, the same for the silhouette's own pixels (the spread of keypoints
+    covering the person evenly)."""
+    if frames.masks is None:
+        raise ValueError("keypoint_diagnostics needs frames with true masks")
+    x = predicted["reprojected_frame"]  # (F, C, N, 2)
+    F_, C, N, _ = x.shape
+    H, W = frames.masks.shape[-2:]
+    ij = x.round().long()
+    inside = (ij[..., 0] >= 0) & (ij[..., 0] < W) & (ij[..., 1] >= 0) & (ij[..., 1] < H)
+    u, v = ij[..., 0].clamp(0, W - 1), ij[..., 1].clamp(0, H - 1)
+    f = torch.arange(F_)[:, None, None].expand(F_, C, N)
+    c = torch.arange(C)[None, :, None].expand(F_, C, N)
+    on = frames.masks[f, c, v, u] & inside
+    spread = (x - x.mean(-2, keepdim=True)).norm(dim=-1).mean()
+    m = frames.masks.float()
+    vv, uu = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32),
+                            indexing="ij")
+    area = m.sum((-2, -1)).clamp_min(1)
+    cu, cv = (m * uu).sum((-2, -1)) / area, (m * vv).sum((-2, -1)) / area
+    dist = ((uu - cu[..., None, None]) ** 2 + (vv - cv[..., None, None]) ** 2).sqrt()
+    person = ((m * dist).sum((-2, -1)) / area).mean()
+    return {"on person %": 100 * float(on.float().mean()), "spread px": float(spread),
+            "person px": float(person)}
 
 
 def summary(metrics: dict[str, Any]) -> str:

@@ -61,7 +61,7 @@ def recipe(plan: Settings, profile: str) -> dict[str, Any]:
         "image_path": {k: list(v) if isinstance(v, tuple) else v for k, v in image_path.items()},
         "frame_size": plan.frame_size, "train_frames": plan.train_frames,
         "background_frames": plan.background_frames, "steps": plan.reconstruction_steps,
-        "batch": plan.batch, "lr": plan.lr, "lr_slow": plan.lr_slow,
+        "batch": plan.reconstruction_batch, "lr": plan.lr, "lr_slow": plan.lr_slow,
         "warmup": plan.reconstruction_warmup, "seed": 0, "zoo_profile": plan.zoo_profile,
         "studio": profile_config(profile, "single", 0).digest(),
     }
@@ -112,7 +112,8 @@ def train_reconstruction(plan: Settings, train: FrameSet, perceptual: nn.Module,
     model = new_model(plan.config, 0)
     if plan.reconstruction_steps > 0:
         n = plan.reconstruction_steps
-        fit(model, "reconst", train, n, perceptual=perceptual, batch=plan.batch, lr=plan.lr,
+        fit(model, "reconst", train, n, perceptual=perceptual, batch=plan.reconstruction_batch,
+            lr=plan.lr,
             lr_slow=plan.lr_slow, warmup=plan.reconstruction_warmup, device=device, seed=0,
             checkpoint_dir=checkpoint_dir, checkpoint_every=max(n // 20, 1), progress=progress,
             log_every=max(n // 100, 1))
