@@ -18,27 +18,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import numpy as np
 import torch
+from timing import mean_seconds
 
 from mvbook.geometry import Camera
 from mvbook.heatmaps import render_gaussian_2d
 from mvbook.methods import keypoint_discovery as kd
-
-
-def _time(fn, steps: int, device: torch.device) -> float:
-    for _ in range(2):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / steps
 
 
 def _batch(B: int, C: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -72,7 +59,7 @@ def bench_step(profile: str, device: torch.device, steps: int) -> dict[str, floa
             value.backward()
             opt.step()
 
-        t = _time(step, steps, device)
+        t = mean_seconds(step, steps, device, warmup=2)
         out[loss] = (1e3 * t, plan.batch * 4 / t)
     return out
 
@@ -104,8 +91,8 @@ def bench_mask_decoder(M: int, N: int, S: int, steps: int) -> dict[str, float]:
     # the drawn form holds the N maps (and autograd keeps them); the separable one 2 x 5 taps
     maps_bytes = M * N * S * S * 4
     factor_bytes = M * N * 2 * (S + 4) * 5 * 4
-    return {"separable ms": 1e3 * _time(separable, steps, torch.device("cpu")),
-            "drawn ms": 1e3 * _time(drawn, steps, torch.device("cpu")),
+    return {"separable ms": 1e3 * mean_seconds(separable, steps, torch.device("cpu")),
+            "drawn ms": 1e3 * mean_seconds(drawn, steps, torch.device("cpu")),
             "maps MiB": maps_bytes / 2**20, "factors MiB": factor_bytes / 2**20,
             "max diff out": out_diff, "max diff grad": diff}
 

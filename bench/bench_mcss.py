@@ -12,24 +12,11 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
+from timing import mean_seconds
 
 from mvbook.methods import mcss as M
-
-
-def _time(fn, steps: int, device: torch.device) -> float:
-    for _ in range(3):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / steps
 
 
 def bench(device: torch.device, m: int, steps: int, features: int = 768) -> dict[str, float]:
@@ -53,8 +40,8 @@ def bench(device: torch.device, m: int, steps: int, features: int = 768) -> dict
         loss, _ = M.hardnet_loss(ea, ep, cfg.alpha, cfg.beta)
         loss.backward()
 
-    t_step = _time(step, steps, device)
-    t_loss = _time(loss_only, steps, device)
+    t_step = mean_seconds(step, steps, device, warmup=3)
+    t_loss = mean_seconds(loss_only, steps, device, warmup=3)
     return {"step ms": 1e3 * t_step, "step pairs/s": m / t_step,
             "loss ms": 1e3 * t_loss, "loss pairs/s": m / t_loss}
 

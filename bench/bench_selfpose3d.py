@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
+from timing import mean_seconds
 
 from mvbook.data.format import collate_samples
 from mvbook.methods import selfpose3d as sp
@@ -63,18 +63,6 @@ def _batch(cfg: sp.Config, profile: str, frames: int, people: int = 3, views: in
     return model, collate_samples(samples)
 
 
-def _time(fn, steps: int, device: torch.device) -> float:
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / steps
-
-
 def bench(stage: str, profile: str, device: torch.device, frames: int, steps: int) -> float:
     cfg = sp.settings(profile).config
     model, batch = _batch(cfg, profile, frames)
@@ -91,7 +79,7 @@ def bench(stage: str, profile: str, device: torch.device, frames: int, steps: in
         loss.backward()
         opt.step()
 
-    return _time(step, steps, device)
+    return mean_seconds(step, steps, device, warmup=1)
 
 
 def main() -> None:
