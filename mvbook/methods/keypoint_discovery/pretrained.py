@@ -11,7 +11,7 @@ the image path and trains the keypoint path from scratch. The ``smoke`` and ``fu
 train the stage in the run (``plan.reconstruction == "train"``; ``full`` with 0 steps: every
 part is trained jointly from scratch, as in the paper).
 
-Rebuild the shipped weights (about 10 minutes on 2 CPU cores)::
+Rebuild the shipped weights (20 minutes on one thread of the 2-core reference machine)::
 
     python -m mvbook.methods.keypoint_discovery.pretrained --profile quick --overwrite
 """
