@@ -482,3 +482,9 @@ def test_mean_pose_metrics_is_the_error_of_the_training_mean():
     te = SimpleNamespace(joints3d=torch.tensor([[[5.0, 5, 5], [25, 5, 5]]]))
     # mean root-relative pose: joint 1 at +20 mm; the test frame has it at +20 too: error 0
     assert kd.mean_pose_metrics(tr, te)["mpjpe"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_main_runs_the_claims_pair_in_the_smoke_profile(capsys):
+    assert kd.main(profile="smoke", device="cpu") == 0
+    out = capsys.readouterr().out
+    assert "reconst (latent): mpjpe" in out and "+centering (keypoints): mpjpe" in out

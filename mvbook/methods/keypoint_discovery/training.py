@@ -12,7 +12,6 @@ ratio at larger rates and adds a short warm-up and a cosine decay
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -82,15 +81,20 @@ def fit(model: KeypointDiscovery, loss: str, frames: FrameSet, steps: int, *,
 
 def main(profile: str = "quick", data: str = "studio", device: str = "auto", seed: int = 0,
          checkpoint_dir: str | None = None, steps: int | None = None, **_: Any) -> int:
-    """Train the reconstruction-only model and the full model (eq. 15) and print how well their
-    latent features and discovered keypoints predict the test subjects' 3D pose."""
+    """From the profile's reconstruction stage (:mod:`~.pretrained`), train the
+    reconstruction-only model and the full model (eq. 15) and print how well their latent
+    features and discovered keypoints predict the test subjects' 3D pose."""
+    from .pretrained import reconstruction_stage
+
     plan = settings(profile)
     info = distributed_info()
     splits = prepare(data, plan, profile=profile, seed=seed, progress=info.is_main)
     perceptual = trunk(plan)
+    stage, _ = reconstruction_stage(plan, splits, perceptual, profile=profile, device=device,
+                                    progress=info.is_main)
     n = plan.steps if steps is None else steps
     for loss, features in (("reconst", "latent"), (plan.claim_loss, "keypoints")):
-        model = new_model(dataclasses.replace(plan.config), seed)
+        model = continue_from(stage, seed=seed)
         ckpt = None if checkpoint_dir is None else Path(checkpoint_dir) / loss.replace("+", "_")
         t0 = time.perf_counter()
         fit(model, loss, splits.train, n, perceptual=perceptual, batch=plan.batch, lr=plan.lr,
