@@ -7,7 +7,9 @@
   pose net, soft-argmax, cross-affine-view projection and rendering, eq. 7 with the attention
   network, Hungarian-matched L1 with hard attention, backward, Adam.
 
-Both from a heatmap bank (a frozen 2D network, as the CPU profiles). Sizes: the ``quick``
+Both from a heatmap bank (a frozen 2D network, as the CPU profiles). Then the pose net's V2V
+forward + backward on a quick-size batch of cuboids with contiguous and with channels-last 3D
+tensors (the layout the model uses), and their ratio. Sizes: the ``quick``
 profile's (space 32 x 32 x 16, cuboids 16^3) on every device, and the ``full`` profile's (space
 40 x 40 x 20, cuboids 64^3) on CUDA. Prints ms per step and the CPU / CUDA ratio. Usage:
 ``OMP_NUM_THREADS=1 .venv/bin/python bench/bench_selfpose3d.py [--steps N] [--threads T]``.
@@ -82,6 +84,30 @@ def bench(stage: str, profile: str, device: torch.device, frames: int, steps: in
     return mean_seconds(step, steps, device, warmup=1)
 
 
+def bench_layout(device: torch.device, steps: int, cuboids: int = 6) -> dict[str, float]:
+    """Seconds of one V2V forward + backward of the quick pose net on ``cuboids`` cuboids, per
+    memory layout (the same weights and inputs)."""
+    from mvbook.nn.v2v import V2VNet
+
+    cfg = sp.settings("quick").config
+    g = torch.Generator().manual_seed(0)
+    n = cfg.cuboid_resolution
+    x = torch.rand(cuboids, cfg.num_joints, n, n, n, generator=g).to(device)
+    out = {}
+    for layout in (torch.contiguous_format, torch.channels_last_3d):
+        torch.manual_seed(0)
+        net = V2VNet(cfg.num_joints, cfg.num_joints, cfg.pose_width, cfg.pose_levels,
+                     norm=cfg.v2v_norm, front_kernel=3).to(device).to(memory_format=layout)
+        xl = x.contiguous(memory_format=layout)
+
+        def step():
+            net.zero_grad(set_to_none=True)
+            net(xl).square().mean().backward()
+
+        out[str(layout).replace("torch.", "")] = mean_seconds(step, steps, device, warmup=2)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5)
@@ -94,7 +120,7 @@ def main() -> None:
           f"{torch.get_num_threads()} CPU threads)")
     print("| step | sizes | frames/step | device | ms/step | cpu / this device |")
     print("|---|---|---|---|---|---|")
-    cases = [("root", "quick", 2), ("finetune", "quick", 2), ("root", "full", 4),
+    cases = [("root", "quick", 2), ("finetune", "quick", 1), ("root", "full", 4),
              ("finetune", "full", 1)]
     for stage, profile, frames in cases:
         cpu_ms = None
@@ -107,6 +133,14 @@ def main() -> None:
             name = "root (eqs. 2-3)" if stage == "root" else "pose (eq. 11)"
             print(f"| {name} | {profile} | {frames} | {dev.type} | {ms:.1f} | {ratio} |",
                   flush=True)
+    print("\n| V2V pose net, 6 cuboids of 16^3, forward + backward | device | contiguous ms "
+          "| channels-last ms | contiguous / channels-last |")
+    print("|---|---|---|---|---|")
+    for dev in devices:
+        t = bench_layout(dev, max(args.steps, 5))
+        a, b = t["contiguous_format"], t["channels_last_3d"]
+        print(f"| quick sizes | {dev.type} | {1e3 * a:.1f} | {1e3 * b:.1f} | {a / b:.2f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -605,6 +605,10 @@ def test_ablation_reuses_the_2d_and_root_networks_and_swaps_labels():
                                model.root_net.state_dict()["output.weight"])
     abl, _, hist = sp.ablation("l2_only", model, feed, plan, device="cpu", progress=False)
     assert set(hist) == {"pose"} and abl.config.l1_weight == 0
+    assert hist["pose"].steps_done == plan.steps["pose"] + plan.steps["finetune"]
+    skip = plan.replace(steps=dict(plan.steps, pose=0))  # a stage with 0 steps is skipped
+    _, _, hist = sp.ablation("gt2d", model, feed, skip, labels=gt, device="cpu", progress=False)
+    assert set(hist) == {"finetune"} and hist["finetune"].steps_done == plan.steps["finetune"]
     with pytest.raises(ValueError, match="labels"):
         sp.ablation("gt2d", model, feed, plan)
     with pytest.raises(ValueError, match="supervised"):
@@ -625,3 +629,29 @@ def test_pipeline_end_to_end_with_a_trainable_2d_network():
     assert not torch.equal(before["final.weight"], after["final.weight"])
     out = sp.predict(model, data)
     assert out["poses"].shape[:2] == (4, cfg.max_people)
+
+
+def test_joint_loss_scale_keeps_the_papers_balance_for_a_misplaced_joint():
+    """lambda * scale * L1 / L_H, measured with the library's rendering for a joint misplaced by
+    the same fraction of the image, is the same on the paper's 240 x 128 maps (sigma 2) as on
+    smaller maps; the scale is 1 on the paper's maps."""
+    assert sp.joint_loss_scale((240, 128), 2.0) == pytest.approx(1.0)
+    assert sp.joint_loss_scale((48, 27), 1.5) == pytest.approx(66.67, rel=1e-3)
+    with pytest.raises(ValueError, match="heatmap_size"):
+        sp.joint_loss_scale((0, 27), 1.5)
+
+    def ratio(image, heatmap, sigma):
+        W, H = image
+        true = torch.tensor([[[0.3 * W, 0.5 * H]]])          # (P=1, J=1, 2) image px
+        off = true + torch.tensor([0.35 * W, 0.0])            # far beyond sigma in every case
+        ok = torch.ones(1, 1, dtype=torch.bool)
+        l_h = sp.heatmap_loss(sp.render_poses(off, ok, image, heatmap, sigma),
+                              sp.render_poses(true, ok, image, heatmap, sigma))
+        d = sp.image_to_heatmap(off, image, heatmap) - sp.image_to_heatmap(true, image, heatmap)
+        l_1 = d.abs().mean()                                  # the L1 of eqs. 5 and 10, heatmap px
+        return float(sp.joint_loss_scale(heatmap, sigma) * l_1 / l_h)
+
+    paper = ratio((960, 512), (240, 128), 2.0)
+    for image, heatmap, sigma in (((192, 108), (48, 27), 1.5), ((384, 216), (96, 54), 2.0),
+                                  ((256, 256), (64, 64), 1.0)):
+        assert ratio(image, heatmap, sigma) == pytest.approx(paper, rel=0.03)

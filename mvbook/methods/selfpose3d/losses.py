@@ -14,7 +14,8 @@ Self-supervised (``config.supervision == "self"``):
   (:func:`match_views`, ``scipy.optimize.linear_sum_assignment`` on the mean absolute joint
   error) of projected and pseudo 2D poses, L1 over the matched joints, averaged over the views,
   or over all views but the worst one (hard attention);
-- eq. 11: ``l_H + lambda l_J + sigma l_attn`` (``lambda = 0.01``, ``sigma = 0.1``).
+- eq. 11: ``l_H + lambda l_J + sigma l_attn`` (``lambda = 0.01``, ``sigma = 0.1``), with
+  ``lambda`` rescaled by :func:`joint_loss_scale` on heatmaps of another size than the paper's.
 
 "L2" is the mean squared difference over all voxels or pixels, "L1" the mean absolute difference
 over the matched joints; both in heatmap units (2D joints in heatmap px).
@@ -55,6 +56,7 @@ __all__ = [
     "heatmap_loss",
     "hungarian_match",
     "joint_loss",
+    "joint_loss_scale",
     "make_loss",
     "match_views",
     "render_poses",
@@ -62,6 +64,32 @@ __all__ = [
     "root_synthetic_loss",
     "roots_of",
 ]
+
+
+#: The paper's heatmaps (VoxelPose on Panoptic: 960 x 512 images, stride 4) and their sigma.
+PAPER_HEATMAP = (240, 128)
+PAPER_SIGMA = 2.0
+
+
+def joint_loss_scale(heatmap_size: Sequence[int], sigma: float) -> float:
+    """The factor on ``lambda`` (eq. 11) that keeps the paper's balance between eq. 7 and the L1
+    joint loss on heatmaps of ``heatmap_size = (w, h)`` and ``sigma`` px.
+
+    Eq. 7 is a mean over the ``h w`` pixels of squared differences of Gaussians; for a joint
+    misplaced by more than a few ``sigma`` (a joint taken from a neighbour, the error the joint
+    loss is there to correct) the two Gaussians no longer overlap and it is
+    ``2 pi sigma^2 / (h w)``. The L1 loss is in heatmap px, so for the same error in the image it
+    scales as ``w``. Keeping ``lambda l_J / l_H`` as on the paper's 240 x 128 maps with
+    ``sigma = 2`` gives ``(sigma^2 / (h w)) / (2^2 / (240 * 128)) * (240 / w)``: 1 on the
+    paper's maps, 66.7 on the quick studio's 48 x 27 maps with ``sigma = 1.5``. (For errors
+    well below ``sigma`` eq. 7 is ``~ pi d^2 / (2 h w)`` with ``d`` in heatmap px, and the same
+    balance would scale ``lambda`` by ``128 / h`` instead.)
+    """
+    w, h = (float(v) for v in heatmap_size)
+    if w <= 0 or h <= 0 or sigma <= 0:
+        raise ValueError(f"heatmap_size and sigma must be positive, got {heatmap_size!r}, {sigma!r}")
+    pw, ph = PAPER_HEATMAP
+    return (sigma**2 / (w * h)) / (PAPER_SIGMA**2 / (pw * ph)) * (pw / w)
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -413,7 +441,8 @@ def make_loss(stage: str, config: Config, generator: torch.Generator | None = No
                 sh = image_to_heatmap(ystar, model.image_size, model.heatmap_size)
                 matched, mask = match_views(yh, pvalid, sh, pseudo_valid)
                 loss_j = loss_j + joint_loss(yh, matched, mask, cfg.hard_attention)
-        loss = loss_h + cfg.l1_weight * loss_j * with_l1 + cfg.attention_weight * loss_a + \
+        lam = cfg.l1_weight * joint_loss_scale(model.heatmap_size, sigma)
+        loss = loss_h + lam * loss_j * with_l1 + cfg.attention_weight * loss_a + \
             _connected_zero(model.pose_net)
         logs = {"heat": loss_h.detach()}
         if with_l1 and cfg.l1_weight > 0:

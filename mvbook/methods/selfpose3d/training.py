@@ -159,7 +159,9 @@ def train_pipeline(plan: Settings, data: SceneSet, *, model: SelfPose3dNet | Non
     Start from ``model`` (e.g. :func:`with_config` of a trained one, for an ablation of the pose
     stages) or from a new one (:func:`build_model`). The supervised baseline
     (``config.supervision == "3d"``) continues its L1 training in the ``"finetune"`` stage (the
-    same number of pose-net steps as SelfPose3d); the L2-only ablation skips it.
+    same number of pose-net steps as SelfPose3d); the L2-only ablation skips it and trains its
+    ``"pose"`` stage for the steps of both. Stages with 0 steps are skipped. ``steps`` overrides
+    every stage's count.
     """
     torch.manual_seed(seed)
     model = model if model is not None else build_model(plan.config, data, plan.pretrained,
@@ -177,9 +179,15 @@ def train_pipeline(plan: Settings, data: SceneSet, *, model: SelfPose3dNet | Non
     augment = cfg.affine and cfg.supervision == "self"
     copies = plan.augmentations if augment else 0
     bank = cfg.heatmap_source == "poses" or (cfg.freeze_backbone and (copies > 0 or not augment))
+    counts = {k: (plan.steps[k] if steps is None else int(steps)) for k in STAGES}
+    if cfg.supervision == "self" and cfg.l1_weight == 0:
+        # the L2-only ablation (Tab. 5) has no joint-loss stage: its pose stage takes the
+        # pose net's steps of both stages
+        counts["pose"] += counts["finetune"] * ("finetune" in stages)
+        counts["finetune"] = 0
     for stage in stages:
-        if stage == "finetune" and cfg.supervision == "self" and cfg.l1_weight == 0:
-            continue  # the L2-only ablation (Tab. 5) has no joint-loss stage
+        if counts[stage] == 0:
+            continue  # a stage this profile skips (e.g. the quick profile's L2-only warm-up)
         if stage == "backbone" and cfg.heatmap_source == "poses":
             continue  # the heatmaps are rendered from the detections: no 2D network to train
         if stage != "backbone" and bank and "heat" not in feed.tensors:
@@ -187,7 +195,7 @@ def train_pipeline(plan: Settings, data: SceneSet, *, model: SelfPose3dNet | Non
                                   progress=progress)
         if stage in ("pose", "finetune") and "proposals" not in feed.tensors:
             feed = with_proposals(model, feed, device=device)
-        histories[stage] = fit(model, stage, feed, plan, steps=steps, device=device, seed=seed,
+        histories[stage] = fit(model, stage, feed, plan, steps=counts[stage], device=device, seed=seed,
                                checkpoint_dir=ckpt(stage), progress=progress)
         model.cpu()
     return model, feed, histories
