@@ -100,7 +100,7 @@ def bench_layout(device: torch.device, steps: int, cuboids: int = 6) -> dict[str
                      norm=cfg.v2v_norm, front_kernel=3).to(device).to(memory_format=layout)
         xl = x.contiguous(memory_format=layout)
 
-        def step():
+        def step(net=net, xl=xl):
             net.zero_grad(set_to_none=True)
             net(xl).square().mean().backward()
 
