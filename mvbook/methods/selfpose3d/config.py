@@ -54,8 +54,9 @@ class Config:
     Self-supervision: ``affine`` (random affine augmentations; Tab. 4), ``rotation_deg`` and
     ``scale`` (their ranges, the paper's 45 degrees and 0.35), ``cross_view`` (project the 3D
     poses of augmentation A into augmentation B's images and vice versa, Tab. 4; False
-    projects each into its own), ``l1_weight`` (``lambda`` of eqs. 6 and 11), ``soft_attention``
-    (eqs. 7-8) with ``attention_weight`` (``sigma`` of eq. 11), ``attention_backbone`` and
+    projects each into its own), ``l1_weight`` (``lambda`` of eqs. 6 and 11 on the paper's
+    240 x 128 heatmaps; the loss multiplies it by :func:`~.losses.joint_loss_scale` of the
+    model's heatmap size), ``soft_attention`` (eqs. 7-8) with ``attention_weight`` (``sigma`` of eq. 11), ``attention_backbone`` and
     ``attention_scale`` (the images are resized by it before ``attn_net_2d``),
     ``hard_attention`` (eqs. 9-10), ``render_sigma`` (heatmap px of the rendered heatmaps;
     None: ``heatmap_sigma``).
